@@ -1,0 +1,217 @@
+/* main.c - the example chat server: command line flags, a log on stderr, the chat
+ * and echo routes, and the WebSocket server (cchannels/ws.h) that also serves the
+ * chat's web page. Run it and open http://127.0.0.1:8000/ in a browser. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cchannels/cchannels.h>
+#include <cchannels/ws.h>
+
+#include "chat.h"
+#include "echo_consumer.h"
+
+#ifndef CHAT_STATIC_DIR
+#define CHAT_STATIC_DIR "static"
+#endif
+
+static const char usage[] =
+    "Usage: %s [OPTIONS]\n"
+    "The Django Channels tutorial chat, in C. Open http://HOST:PORT/ in a browser.\n"
+    "\n"
+    "  --host ADDR              address to listen on (default 127.0.0.1; \"::\" for all)\n"
+    "  --port PORT              port to listen on (default 8000; 0: any free port)\n"
+    "  --static DIR             the web page's directory (default: the bundled one)\n"
+    "  --layer memory|redis://HOST:PORT\n"
+    "                           the channel layer (default memory; redis is not\n"
+    "                           available yet)\n"
+    "  --log-level LEVEL        error, warn, info (default) or debug\n"
+    "  --allowed-origins LIST   accept WebSocket connections only from these Origin\n"
+    "                           hosts, comma-separated (\"example.com,.example.org,\n"
+    "                           localhost:8000\"); default: any origin\n"
+    "  --help                   show this help\n"
+    "\n"
+    "Endpoints: ws://HOST:PORT/ws/chat/ROOM/?name=NAME (chat), ws://HOST:PORT/ws/echo/\n"
+    "(echo). SIGINT or SIGTERM closes every client with 1001 and exits 0.\n";
+
+static int log_level = CCH_LOG_INFO;
+
+/* Every log line: "2025-01-31 12:00:00.123 info  ...", on stderr. */
+static void log_line(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    if (level > log_level)
+        return;
+    struct timespec ts;
+    struct tm tm;
+    char when[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    fprintf(stderr, "%s.%03ld %-5s %s\n", when, ts.tv_nsec / 1000000L,
+            cch_log_level_name(level), msg);
+}
+
+static void on_ready(cch_ws_server *s, void *ud)
+{
+    const cch_ws_options *o = ud;
+    char line[PATH_MAX + 128];
+    bool v6 = strchr(o->host, ':') != NULL;
+    snprintf(line, sizeof line, "listening on http://%s%s%s:%d/ (static files from %s)",
+             v6 ? "[" : "", o->host, v6 ? "]" : "", cch_ws_server_port(s),
+             o->static_dir ? o->static_dir : "nowhere");
+    log_line(NULL, CCH_LOG_INFO, line);
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int parse_level(const char *s)
+{
+    for (int l = CCH_LOG_ERROR; l <= CCH_LOG_DEBUG; l++)
+        if (!strcmp(s, cch_log_level_name(l)))
+            return l;
+    return -1;
+}
+
+/* Splits "a, b,c" into at most `max` trimmed entries, in place. Returns the count,
+ * or -1 for an empty entry or too many. */
+static int split_list(char *s, char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        while (*tok == ' ')
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ')
+            *--end = '\0';
+        if (!*tok || n == max)
+            return -1;
+        out[n++] = tok;
+    }
+    return n;
+}
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "chat: %s: %s\n", what, cch_strerror(rc));
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    cch_ws_options opts = {.host = "127.0.0.1", .port = 8000};
+    const char *layer = "memory";
+    char *origins = NULL;
+    enum { O_HOST = 1, O_PORT, O_STATIC, O_LAYER, O_LOG, O_ORIGINS };
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, O_HOST},
+        {"port", required_argument, NULL, O_PORT},
+        {"static", required_argument, NULL, O_STATIC},
+        {"layer", required_argument, NULL, O_LAYER},
+        {"log-level", required_argument, NULL, O_LOG},
+        {"allowed-origins", required_argument, NULL, O_ORIGINS},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    for (int o; (o = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
+        char *end;
+        long port;
+        switch (o) {
+        case O_HOST: opts.host = optarg; break;
+        case O_PORT:
+            errno = 0;
+            port = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || port < 0 || port > 65535) {
+                fprintf(stderr, "chat: --port: expected 0..65535, got \"%s\"\n", optarg);
+                return 2;
+            }
+            opts.port = port == 0 ? CCH_WS_ANY_PORT : (int)port;
+            break;
+        case O_STATIC: opts.static_dir = optarg; break;
+        case O_LAYER: layer = optarg; break;
+        case O_LOG:
+            if ((log_level = parse_level(optarg)) < 0) {
+                fprintf(stderr, "chat: --log-level: expected error, warn, info or debug\n");
+                return 2;
+            }
+            break;
+        case O_ORIGINS: origins = optarg; break;
+        case 'h': printf(usage, argv[0]); return 0;
+        default: fprintf(stderr, usage, argv[0]); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "chat: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (!strncmp(layer, "redis://", 8)) {
+        fprintf(stderr, "chat: --layer %s: the Redis layer is not implemented yet; "
+                        "use --layer memory\n", layer);
+        return 2;
+    }
+    if (strcmp(layer, "memory") != 0) {
+        fprintf(stderr, "chat: --layer: expected memory or redis://HOST:PORT, got \"%s\"\n",
+                layer);
+        return 2;
+    }
+    if (opts.static_dir && !is_dir(opts.static_dir)) {
+        fprintf(stderr, "chat: --static %s: not a directory\n", opts.static_dir);
+        return 2;
+    }
+    if (!opts.static_dir) {      /* the source tree's copy, else the installed one */
+        opts.static_dir = is_dir(CHAT_STATIC_DIR) ? CHAT_STATIC_DIR
+#ifdef CHAT_INSTALLED_STATIC_DIR
+                          : is_dir(CHAT_INSTALLED_STATIC_DIR) ? CHAT_INSTALLED_STATIC_DIR
+#endif
+                          : NULL;
+        if (!opts.static_dir)
+            log_line(NULL, CCH_LOG_WARN, "no static directory found: use --static DIR");
+    }
+    char *allowed[64];
+    int n_allowed = origins ? split_list(origins, allowed, 64) : 0;
+    if (n_allowed < 0 || (origins && n_allowed == 0)) {
+        fprintf(stderr, "chat: --allowed-origins: expected a comma-separated list of hosts\n");
+        return 2;
+    }
+
+    /* The adapter logs one line per connection event too; at info the chat's lines
+     * (which name the room and the user) are enough, so its own come at debug. */
+    opts.log = log_line;
+    opts.log_level = log_level == CCH_LOG_DEBUG ? CCH_LOG_DEBUG
+                     : log_level < CCH_LOG_WARN ? log_level : CCH_LOG_WARN;
+    opts.ready = on_ready;
+    opts.ready_ud = &opts;
+
+    cch_app *app = cch_app_new(cch_memory_layer_new(NULL));
+    chat_server *chat = chat_server_new(log_line, NULL);
+    int rc = app && chat ? 0 : CCH_ENOMEM;
+    if (rc == 0) {
+        cch_app_set_log(app, log_line, NULL);
+        cch_layer_set_log(cch_app_layer(app), log_line, NULL);
+        rc = cch_app_route(app, "/ws/chat/{room}/", &chat_consumer, chat);
+    }
+    if (rc == 0)
+        rc = cch_app_route(app, "/ws/echo/", &echo_consumer, NULL);
+    if (rc == 0 && n_allowed > 0)
+        rc = cch_app_use_origin_check(app, (const char *const *)allowed, (size_t)n_allowed);
+    if (rc == 0) {
+        rc = cch_ws_run(app, &opts);
+        if (rc < 0)
+            fail("cannot start the server", rc);
+    } else {
+        fail("cannot set up the app", rc);
+    }
+    if (app)
+        cch_app_free(app);
+    chat_server_free(chat);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,192 @@
+/* cchannels/ws.h - the WebSocket server: an app on a real socket (optional part).
+ *
+ * A libuv server that turns an app (cchannels/app.h) into a WebSocket server:
+ * it listens on a TCP host and port (IPv4 or IPv6), parses each HTTP/1.1 request
+ * head, completes the WebSocket handshake (RFC 6455) for the app's routes, serves
+ * plain GET and HEAD requests from a static directory, and drives the app: client
+ * messages go to the consumers, layer messages are dispatched when the layer wakes
+ * the loop, and everything a connection sends during one loop iteration goes out in
+ * one write.
+ *
+ *     cch_app *app = cch_app_new(cch_memory_layer_new(NULL));
+ *     cch_app_route(app, "/ws/chat/{room}/", &chat, NULL);
+ *     int rc = cch_ws_run(app, &(cch_ws_options){ .host = "127.0.0.1", .port = 8000 });
+ *     cch_app_free(app);
+ *
+ * Two ways to run it:
+ *   - cch_ws_run() owns a loop, runs until SIGINT or SIGTERM, shuts down gracefully
+ *     (every client gets close 1001) and returns 0;
+ *   - cch_ws_server_start() adds a server to the host's own uv_loop_t; the host runs
+ *     the loop and ends the server with cch_ws_server_stop().
+ *
+ * Limits. Every limit has a named default and an option; hitting one gives an HTTP
+ * status or a close code and is counted in cch_ws_stats:
+ *   request head larger than max_header_bytes        -> HTTP 431
+ *   more than max_connections open TCP connections    -> HTTP 503
+ *   a message larger than max_message_bytes           -> close 1009
+ *   more than max_outbound_bytes waiting for a client -> close 1008 (a client that
+ *                                                        stopped reading)
+ *   no complete request head within handshake_timeout -> HTTP 408, then closed
+ *   no byte from an open client within idle_timeout   -> a ping; still nothing after
+ *                                                        another idle_timeout -> 1001
+ *   no answer to our close frame within close_timeout -> the TCP connection is dropped
+ *
+ * Handshake answers: 101 on success; 400 for a malformed request or a missing or
+ * malformed Sec-WebSocket-Key; 426 (with "Sec-WebSocket-Version: 13") for another
+ * protocol version; 404 when no route matches; 403 (or the status they chose) when
+ * middleware or the consumer rejects; 405 for methods other than GET and HEAD; 500
+ * when the connection could not be made.
+ *
+ * Protocol errors in what a client sends (parsed by wslay) close the connection with
+ * 1002 (reserved bits, unknown opcodes, unmasked frames, bad fragmentation, invalid
+ * close codes, control frames longer than 125 bytes) or 1007 (invalid UTF-8 in a text
+ * message or a close reason, also when split across fragments).
+ *
+ * Threads: a server and its app belong to the thread that runs the loop. Only the
+ * layer's wakeup (uv_async_send) crosses threads. */
+#ifndef CCHANNELS_WS_H
+#define CCHANNELS_WS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
+/* libuv's loop type (uv_loop_t), declared here so this header does not need <uv.h>. */
+struct uv_loop_s;
+
+typedef struct cch_ws_server cch_ws_server;
+
+/* Defaults of cch_ws_options; a zero (or NULL) field takes its default. */
+#define CCH_WS_DEFAULT_HOST "127.0.0.1"
+#define CCH_WS_DEFAULT_PORT 8000
+#define CCH_WS_DEFAULT_BACKLOG 511
+#define CCH_WS_DEFAULT_MAX_HEADER_BYTES 8192u              /* 8 KiB */
+#define CCH_WS_DEFAULT_MAX_MESSAGE_BYTES (1024u * 1024u)    /* 1 MiB */
+#define CCH_WS_DEFAULT_MAX_CONNECTIONS 10000u
+#define CCH_WS_DEFAULT_MAX_OUTBOUND_BYTES (1024u * 1024u)   /* 1 MiB per connection */
+#define CCH_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define CCH_WS_DEFAULT_IDLE_TIMEOUT_MS 60000u
+#define CCH_WS_DEFAULT_CLOSE_TIMEOUT_MS 5000u
+#define CCH_WS_DEFAULT_DISPATCH_BATCH 256u
+
+/* `port` value asking the system for any free port (read it with
+ * cch_ws_server_port()). */
+#define CCH_WS_ANY_PORT (-1)
+/* A timeout value that disables the timeout. */
+#define CCH_WS_NO_TIMEOUT UINT32_MAX
+
+/* Called once the server listens (before any connection), e.g. to print the port. */
+typedef void (*cch_ws_ready_fn)(cch_ws_server *s, void *ud);
+
+/* Server options; zero-initialise and set what you need. The strings are copied by
+ * cch_ws_server_start() / cch_ws_run(). */
+typedef struct cch_ws_options {
+    const char *host;            /* address to listen on: "127.0.0.1", "::1", "0.0.0.0",
+                                    "::" (IPv6 and, where the system allows, IPv4);
+                                    default CCH_WS_DEFAULT_HOST */
+    int port;                    /* 1..65535; 0: CCH_WS_DEFAULT_PORT; CCH_WS_ANY_PORT */
+    const char *static_dir;      /* files served to plain GET/HEAD requests; NULL: none
+                                    (such requests get 404) */
+    int backlog;                 /* listen(2) backlog; default 511 */
+    size_t max_header_bytes;     /* request head limit (431 beyond) */
+    size_t max_message_bytes;    /* client message limit (1009 beyond) */
+    size_t max_connections;      /* open TCP connections (503 beyond) */
+    size_t max_outbound_bytes;   /* bytes waiting for one client (1008 beyond) */
+    uint32_t handshake_timeout_ms; /* complete request head (and decision) within */
+    uint32_t idle_timeout_ms;    /* ping after this much silence; CCH_WS_NO_TIMEOUT: never */
+    uint32_t close_timeout_ms;   /* wait this long for the close handshake / lingering */
+    size_t dispatch_batch;       /* layer messages dispatched per loop iteration */
+    cch_log_fn log;              /* log sink (NULL: silent); one line per connection
+                                    event at CCH_LOG_INFO, details at CCH_LOG_DEBUG */
+    void *log_ud;
+    int log_level;               /* lines up to this level are logged; 0: errors only */
+    cch_ws_ready_fn ready;       /* optional: called once listening */
+    void *ready_ud;
+} cch_ws_options;
+
+/* Counters, cumulative unless marked "now". */
+typedef struct cch_ws_stats {
+    uint64_t tcp_accepted;        /* TCP connections accepted */
+    uint64_t tcp_active;          /* TCP connections open now (every state) */
+    uint64_t ws_active;           /* WebSocket connections open now (101 sent) */
+    uint64_t handshakes;          /* 101 answers */
+    uint64_t http_errors;         /* 4xx/5xx answers (including those below) */
+    uint64_t rejected_busy;       /* 503: max_connections reached */
+    uint64_t rejected_header_size;/* 431: max_header_bytes exceeded */
+    uint64_t handshake_timeouts;  /* 408: no complete request head in time */
+    uint64_t static_served;       /* 200 answers from static_dir */
+    uint64_t messages_in;         /* client messages delivered to consumers */
+    uint64_t messages_out;        /* text/binary messages queued for clients */
+    uint64_t bytes_in;            /* bytes read from sockets */
+    uint64_t bytes_out;           /* bytes written to sockets */
+    uint64_t writes;              /* write calls (each a writev of everything queued) */
+    uint64_t frames_built;        /* shared frames built for a message body */
+    uint64_t frames_shared;       /* sends that reused an already built shared frame */
+    uint64_t closed_slow;         /* 1008: outbound buffer full (client not reading) */
+    uint64_t closed_too_big;      /* 1009: message larger than max_message_bytes */
+    uint64_t closed_protocol;     /* 1002 / 1007 */
+    uint64_t pings_sent;          /* idle pings */
+    uint64_t idle_closed;         /* closed because the client stayed silent */
+    uint64_t close_timeouts;      /* dropped: no close handshake or EOF in time */
+    uint64_t input_contexts;      /* wslay parsers live now (unfinished frames) */
+    uint64_t outbound_bytes;      /* bytes queued for clients now */
+} cch_ws_stats;
+
+/* Starts a server for `app` on the host's `loop`: binds and listens (the address
+ * comes from opts->host and opts->port), and sets the app's wakeup callback to wake
+ * `loop`. `opts` may be NULL (all defaults) and is copied. The app and the loop are
+ * borrowed: both must outlive the server; one server per app.
+ *
+ * Returns 0 and sets *out (the server belongs to the loop; end it with
+ * cch_ws_server_stop), or CCH_EINVAL (NULL out/app/loop, a bad option such as an
+ * unparsable host or a port out of range, a static_dir that is not a directory),
+ * CCH_EIO (bind or listen failed: the reason is logged), CCH_ENOMEM. On failure
+ * *out is NULL and nothing is left on the loop. */
+int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loop,
+                        const cch_ws_options *opts);
+
+/* The port the server listens on (useful with CCH_WS_ANY_PORT), or CCH_EINVAL. */
+int cch_ws_server_port(const cch_ws_server *s);
+
+/* Copies the server's counters into *out. */
+void cch_ws_server_stats(const cch_ws_server *s, cch_ws_stats *out);
+
+/* Called once a stopped server is gone (all its handles closed, memory freed). */
+typedef void (*cch_ws_stopped_fn)(void *ud);
+
+/* Stops the server gracefully: stops listening, sends close 1001 to every open
+ * WebSocket client, drops connections still in their handshake, waits for the close
+ * handshakes (at most close_timeout), then closes its handles, clears the app's
+ * wakeup, frees the server and calls done(ud) (done may be NULL). The host must keep
+ * running the loop until then; every connection has called cch_conn_disconnected by
+ * the time done runs, so the app may then be freed. Calling it again while stopping
+ * drops the remaining connections at once.
+ * Returns 0 or CCH_EINVAL (s NULL). `s` must not be used after `done` runs. */
+int cch_ws_server_stop(cch_ws_server *s, cch_ws_stopped_fn done, void *ud);
+
+/* Runs `app` as a WebSocket server on a loop of its own until SIGINT or SIGTERM,
+ * then stops it gracefully (see cch_ws_server_stop; a second signal drops the
+ * remaining connections). The app is borrowed and not freed. `opts` may be NULL.
+ * Returns 0 after a signal-driven shutdown, or the error of cch_ws_server_start
+ * (CCH_EINVAL, CCH_EIO, CCH_ENOMEM). */
+int cch_ws_run(cch_app *app, const cch_ws_options *opts);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,378 @@
+/* lib/core/conn.c - one connection: opening it (middleware, routing, channel,
+ * connect), the consumer API of cchannels/consumer.h (accept, reject, send, close,
+ * groups), the built-in websocket.send / websocket.close handlers, and its end.
+ *
+ * States: pending -> accepted -> closing -> gone, or pending -> rejected -> gone.
+ * A connection is one allocation (struct cch_conn, then the consumer's state); its
+ * scope keeps one more buffer, and each joined group name one small string. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "app_internal.h"
+#include "cchannels/consumer.h"
+#include "cchannels/error.h"
+#include "cchannels/layer.h"
+#include "cchannels/msg.h"
+
+#define CLOSE_REASON_MAX 123
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+static void reject_now(cch_conn *c, int status) {
+    c->state = CCH__CONN_REJECTED;
+    c->app->stats.connections_rejected++;
+    int rc = c->tp->reject(c->tctx, status);
+    if (rc < 0)
+        cch__app_log(c->app, CCH_LOG_WARN, "transport failed to reject %.200s with %d: %s",
+                     cch_scope_path(&c->scope), status, cch_strerror(rc));
+    cch__scope_drop_offers(&c->scope);
+}
+
+static bool valid_close_code(int code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+static int can_send(cch_conn *c) {
+    if (!c) return CCH_EINVAL;
+    if (c->state == CCH__CONN_PENDING) return CCH_ESTATE;
+    if (c->state != CCH__CONN_ACCEPTED) return CCH_ECLOSED;
+    return 0;
+}
+
+/* ---- opening, receiving, ending --------------------------------------------------- */
+
+int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp, void *tctx,
+                  cch_conn **out) {
+    if (out) *out = NULL;
+    if (!app || !req || !req->path || !tp || !out) return CCH_EINVAL;
+    if (!tp->accept || !tp->reject || !tp->send || !tp->close) return CCH_EINVAL;
+    if (req->n_headers > 0 && !req->headers) return CCH_EINVAL;
+
+    cch__route_span spans[CCH__ROUTE_MAX_PARAMS];
+    const cch__route_entry *route = cch__app_match(app, req->path, spans);
+    size_t state_size = route ? route->cls->state_size : 0;
+    if (state_size > SIZE_MAX - CCH__CONN_STATE_OFFSET) return CCH_ENOMEM;
+    size_t size = state_size ? CCH__CONN_STATE_OFFSET + state_size : sizeof(struct cch_conn);
+    cch_conn *c = cch__calloc(1, size);
+    if (!c) return CCH_ENOMEM;
+    int rc = cch__scope_init(&c->scope, req, route ? route->pattern : NULL,
+                             route ? spans : NULL);
+    if (rc < 0) {
+        cch__free(c);
+        return rc;
+    }
+    c->app = app;
+    c->tp = tp;
+    c->tctx = tctx;
+    c->state = CCH__CONN_PENDING;
+
+    int status = cch__app_run_middleware(app, &c->scope);
+    if (status == 0 && !route) {
+        cch__app_log(app, CCH_LOG_INFO, "no route for %.200s: 404", req->path);
+        status = 404;
+    }
+    if (status == 0) {
+        rc = cch_layer_new_channel(app->layer, NULL, app->receiver, c, c->channel,
+                                   sizeof c->channel);
+        if (rc < 0) {
+            cch__app_log(app, CCH_LOG_ERROR, "cannot create a channel for %.200s: %s",
+                         req->path, cch_strerror(rc));
+            cch__scope_destroy(&c->scope);
+            cch__free(c);
+            return rc;
+        }
+        c->has_channel = true;
+        c->route = route;
+    }
+    app->stats.connections_opened++;
+    app->stats.connections_active++;
+
+    if (status != 0) {
+        reject_now(c, status);
+    } else {
+        c->connect_ran = true;
+        if (route->cls->connect) {
+            rc = route->cls->connect(c);
+            if (rc < 0 && c->state == CCH__CONN_PENDING) {
+                cch__app_log(app, CCH_LOG_WARN, "connect failed on %.200s: %s: 500",
+                             req->path, cch_strerror(rc));
+                reject_now(c, 500);
+            }
+        } else {
+            cch_accept(c, NULL);
+        }
+    }
+    if (cch__scope_end_open(&c->scope, c->state == CCH__CONN_PENDING) < 0)
+        cch__app_log(app, CCH_LOG_WARN,
+                     "out of memory keeping the subprotocol offers of %.200s", req->path);
+    *out = c;
+    return 0;
+}
+
+int cch_conn_receive(cch_conn *c, const void *data, size_t len, bool binary) {
+    if (!c || (!data && len > 0)) return CCH_EINVAL;
+    if (c->state != CCH__CONN_ACCEPTED) return CCH_ESTATE;
+    c->app->stats.messages_received++;
+    if (c->route->cls->receive) c->route->cls->receive(c, data ? data : "", len, binary);
+    return 0;
+}
+
+void cch_conn_disconnected(cch_conn *c, int code) {
+    if (!c) return;
+    cch_app *app = c->app;
+    c->state = CCH__CONN_GONE;
+    if (c->connect_ran && c->route->cls->disconnect) c->route->cls->disconnect(c, code);
+    for (uint32_t i = 0; i < c->n_groups; i++) {
+        int rc = cch_layer_group_discard(app->layer, c->groups[i], c->channel);
+        if (rc < 0)
+            cch__app_log(app, CCH_LOG_WARN, "leaving group %s failed: %s", c->groups[i],
+                         cch_strerror(rc));
+        cch__free(c->groups[i]);
+    }
+    cch__free(c->groups);
+    if (c->has_channel) {
+        int rc = cch_layer_release_channel(app->layer, c->channel);
+        if (rc < 0)
+            cch__app_log(app, CCH_LOG_WARN, "releasing channel %s failed: %s", c->channel,
+                         cch_strerror(rc));
+    }
+    cch__app_forget_conn(app, c);
+    cch__scope_destroy(&c->scope);
+    app->stats.connections_active--;
+    cch__free(c);
+}
+
+void *cch_conn_transport_ctx(cch_conn *c) { return c ? c->tctx : NULL; }
+
+cch_app *cch_conn_app(cch_conn *c) { return c ? c->app : NULL; }
+
+/* ---- accessors -------------------------------------------------------------------- */
+
+void *cch_state(cch_conn *c) {
+    if (!c || !c->route || c->route->cls->state_size == 0) return NULL;
+    return (char *)c + CCH__CONN_STATE_OFFSET;
+}
+
+cch_scope *cch_conn_scope(cch_conn *c) { return c ? &c->scope : NULL; }
+
+const char *cch_param(cch_conn *c, const char *name) {
+    return c ? cch_scope_param(&c->scope, name) : NULL;
+}
+
+int64_t cch_user_id(cch_conn *c) { return c ? c->scope.user_id : CCH_USER_ANONYMOUS; }
+
+void *cch_class_data(cch_conn *c) { return (c && c->route) ? c->route->class_ud : NULL; }
+
+const char *cch_channel_name(cch_conn *c) { return c ? c->channel : NULL; }
+
+cch_layer *cch_conn_layer(cch_conn *c) { return c ? c->app->layer : NULL; }
+
+bool cch_is_open(cch_conn *c) { return c && c->state == CCH__CONN_ACCEPTED; }
+
+/* ---- the handshake ---------------------------------------------------------------- */
+
+int cch_accept(cch_conn *c, const char *subprotocol) {
+    if (!c) return CCH_EINVAL;
+    if (c->state != CCH__CONN_PENDING) return CCH_ESTATE;
+    if (subprotocol) {
+        if (!cch_scope_offers_subprotocol(&c->scope, subprotocol)) return CCH_EINVAL;
+        int rc = cch__scope_set_subprotocol(&c->scope, subprotocol);
+        if (rc < 0) return rc;
+    }
+    int rc = c->tp->accept(c->tctx, c->scope.subprotocol);
+    cch__scope_drop_offers(&c->scope);
+    if (rc < 0) {
+        cch__app_log(c->app, CCH_LOG_WARN, "transport failed to accept %.200s: %s",
+                     cch_scope_path(&c->scope), cch_strerror(rc));
+        cch__scope_set_subprotocol(&c->scope, NULL);
+        c->state = CCH__CONN_CLOSING;
+        return rc;
+    }
+    c->state = CCH__CONN_ACCEPTED;
+    c->app->stats.connections_accepted++;
+    return 0;
+}
+
+int cch_reject(cch_conn *c, int http_status) {
+    if (!c) return CCH_EINVAL;
+    if (c->state != CCH__CONN_PENDING) return CCH_ESTATE;
+    if (http_status == 0) http_status = 403;
+    if (http_status < 400 || http_status > 599) return CCH_EINVAL;
+    reject_now(c, http_status);
+    return 0;
+}
+
+int cch_close(cch_conn *c, int code, const char *reason) {
+    if (!c) return CCH_EINVAL;
+    if (c->state != CCH__CONN_PENDING && c->state != CCH__CONN_ACCEPTED) return CCH_ECLOSED;
+    if (code == 0) code = 1000;
+    if (!valid_close_code(code)) return CCH_EINVAL;
+    if (!reason) reason = "";
+    if (strnlen(reason, CLOSE_REASON_MAX + 1) > CLOSE_REASON_MAX) return CCH_EINVAL;
+    if (c->state == CCH__CONN_PENDING) {
+        reject_now(c, 403);
+        return 0;
+    }
+    c->state = CCH__CONN_CLOSING;
+    int rc = c->tp->close(c->tctx, code, reason);
+    if (rc < 0) {
+        cch__app_log(c->app, CCH_LOG_WARN, "transport failed to close %s: %s", c->channel,
+                     cch_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- sending to the client -------------------------------------------------------- */
+
+int cch_send_text(cch_conn *c, const char *text, size_t len) {
+    int rc = can_send(c);
+    if (rc < 0) return rc;
+    if (!text && len > 0) return CCH_EINVAL;
+    return c->tp->send(c->tctx, text ? text : "", len, false);
+}
+
+int cch_send_binary(cch_conn *c, const void *data, size_t len) {
+    int rc = can_send(c);
+    if (rc < 0) return rc;
+    if (!data && len > 0) return CCH_EINVAL;
+    return c->tp->send(c->tctx, data ? data : "", len, true);
+}
+
+int cch_send_body(cch_conn *c, const cch_msg *m) {
+    int rc = can_send(c);
+    if (rc < 0) return rc;
+    if (!m) return CCH_EINVAL;
+    if (c->tp->send_body) return c->tp->send_body(c->tctx, m);
+    return c->tp->send(c->tctx, cch_msg_body(m), cch_msg_body_len(m), false);
+}
+
+/* ---- built-in handlers ------------------------------------------------------------ */
+
+void cch__conn_builtin_send(cch_conn *c, const cch_msg *m) {
+    const char *raw;
+    size_t rlen;
+    if (cch_msg_field_raw(m, "text", &raw, &rlen) < 0 || rlen < 2 || raw[0] != '"') {
+        c->app->stats.handler_errors++;
+        cch__app_log(c->app, CCH_LOG_WARN, "websocket.send to %s without a string \"text\"",
+                     c->channel);
+        return;
+    }
+    char small[1024];
+    char *buf = small;
+    /* A decoded JSON string is never longer than its source text. */
+    if (rlen + 1 > sizeof small) {
+        buf = cch__malloc(rlen + 1);
+        if (!buf) {
+            cch__app_log(c->app, CCH_LOG_ERROR, "websocket.send to %s: out of memory",
+                         c->channel);
+            return;
+        }
+    }
+    int n = cch_msg_field_string(m, "text", buf, buf == small ? sizeof small : rlen + 1);
+    if (n < 0) {
+        c->app->stats.handler_errors++;
+        cch__app_log(c->app, CCH_LOG_WARN, "websocket.send to %s: bad \"text\": %s",
+                     c->channel, cch_strerror(n));
+    } else {
+        int rc = cch_send_text(c, buf, (size_t)n);
+        if (rc < 0)
+            cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.send to %s failed: %s", c->channel,
+                         cch_strerror(rc));
+    }
+    if (buf != small) cch__free(buf);
+}
+
+void cch__conn_builtin_close(cch_conn *c, const cch_msg *m) {
+    bool bad = false;
+    int64_t code = 1000;
+    int rc = cch_msg_field_int(m, "code", &code);
+    if (rc == CCH_ENOTFOUND) {
+        code = 1000;
+    } else if (rc < 0 || code < 1000 || code > 4999 || !valid_close_code((int)code)) {
+        bad = true;
+        code = 1000;
+    }
+    char reason[CLOSE_REASON_MAX + 1];
+    rc = cch_msg_field_string(m, "reason", reason, sizeof reason);
+    if (rc < 0) {
+        if (rc != CCH_ENOTFOUND) bad = true;
+        reason[0] = '\0';
+    }
+    if (bad) {
+        c->app->stats.handler_errors++;
+        cch__app_log(c->app, CCH_LOG_WARN,
+                     "websocket.close to %s: bad \"code\" or \"reason\" in %.200s", c->channel,
+                     cch_msg_body(m));
+    }
+    rc = cch_close(c, (int)code, reason);
+    if (rc < 0)
+        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.close to %s: %s", c->channel,
+                     cch_strerror(rc));
+}
+
+/* ---- groups and the layer --------------------------------------------------------- */
+
+static int find_group(const cch_conn *c, const char *group) {
+    for (uint32_t i = 0; i < c->n_groups; i++)
+        if (strcmp(c->groups[i], group) == 0) return (int)i;
+    return -1;
+}
+
+int cch_group_add(cch_conn *c, const char *group) {
+    if (!c || !group) return CCH_EINVAL;
+    if (!cch_valid_group_name(group)) return CCH_ENAME;
+    if (!c->has_channel) return CCH_ESTATE;
+    if (find_group(c, group) >= 0) /* already a member: renew */
+        return cch_layer_group_add(c->app->layer, group, c->channel);
+    if (c->n_groups == c->cap_groups) {
+        uint32_t cap = c->cap_groups ? c->cap_groups * 2 : 1;
+        char **grown = cch__realloc(c->groups, cap * sizeof *grown);
+        if (!grown) return CCH_ENOMEM;
+        c->groups = grown;
+        c->cap_groups = cap;
+    }
+    char *copy = cch__strdup(group);
+    if (!copy) return CCH_ENOMEM;
+    int rc = cch_layer_group_add(c->app->layer, group, c->channel);
+    if (rc < 0) {
+        cch__free(copy);
+        return rc;
+    }
+    c->groups[c->n_groups++] = copy;
+    return 0;
+}
+
+int cch_group_discard(cch_conn *c, const char *group) {
+    if (!c || !group) return CCH_EINVAL;
+    if (!cch_valid_group_name(group)) return CCH_ENAME;
+    if (!c->has_channel) return 0;
+    int i = find_group(c, group);
+    if (i >= 0) {
+        cch__free(c->groups[i]);
+        c->groups[i] = c->groups[--c->n_groups];
+    }
+    return cch_layer_group_discard(c->app->layer, group, c->channel);
+}
+
+static int group_send(cch_conn *c, const char *group, const cch_msg *m, bool others) {
+    if (!c || !group || !m) return CCH_EINVAL;
+    if (!cch_valid_group_name(group)) return CCH_ENAME;
+    const char *exclude = (others && c->has_channel) ? c->channel : NULL;
+    return cch_layer_group_send(c->app->layer, group, m, exclude, NULL);
+}
+
+int cch_group_send(cch_conn *c, const char *group, const cch_msg *m) {
+    return group_send(c, group, m, false);
+}
+
+int cch_group_send_others(cch_conn *c, const char *group, const cch_msg *m) {
+    return group_send(c, group, m, true);
+}
+
+int cch_channel_send(cch_conn *c, const char *channel, const cch_msg *m) {
+    if (!c || !channel || !m) return CCH_EINVAL;
+    return cch_layer_send(c->app->layer, channel, m);
+}

@@ -1,0 +1,561 @@
+/* lib/ws/output.c - the per-connection output queue: framing, sharing, writev.
+ *
+ * What we send is framed here: a server frame is a 2-10 byte header plus the
+ * unmasked payload. A message body sent to many connections (send_body) is framed
+ * once and attached to the message; every member's queue holds a reference to the
+ * message and points at the same bytes. Small frames (control frames, short
+ * messages, wslay's pongs and closes) are packed into one heap buffer at the tail of
+ * the queue.
+ *
+ * A queue exists only while bytes are waiting. Sending only queues and marks the
+ * connection dirty; the prepare phase (server.c) flushes each dirty connection with
+ * one uv_try_write of everything queued (a writev), and hands what the socket did
+ * not take to one uv_write. The queue is bounded: a data frame that would take it
+ * beyond max_outbound_bytes closes the connection with 1008. Queue parts come from
+ * small per-server pools, so steady fanout allocates nothing per delivery. */
+#include "alloc.h"
+#include "ws_internal.h"
+
+#include <string.h>
+
+enum { OWN_NONE = 0, OWN_HEAP, OWN_MSG };
+
+/* A heap buffer: the bytes of one or more small frames, or of one large one. */
+typedef struct ws_buf {
+    size_t cap, len;
+    uint8_t data[];
+} ws_buf;
+
+typedef struct ws_item {
+    const uint8_t *data;         /* what remains to be written */
+    size_t len;
+    void *owner;                 /* ws_buf or cch_msg, per kind */
+    uint8_t kind;
+} ws_item;
+
+#define WS_QBLOCK_ITEMS 15
+#define WS_POOL_MAX_BLOCKS 1024
+#define WS_POOL_MAX_OUTQS 512
+#define WS_SMALL_BUF 256         /* small frames share a buffer of this size */
+
+struct ws_qblock {
+    ws_qblock *next;
+    uint16_t head, tail;
+    ws_item items[WS_QBLOCK_ITEMS];
+};
+
+struct ws_outq {
+    uv_write_t req;
+    ws_qblock *first, *last;
+    size_t bytes;                /* queued, including what is in flight */
+    size_t n_items;
+    size_t inflight;             /* items at the front handed to uv_write */
+    bool writing;
+    ws_outq *next_free;
+};
+
+/* A frame built once for a message body, attached to the message. */
+typedef struct ws_shared_frame {
+    size_t len;
+    uint8_t bytes[];
+} ws_shared_frame;
+
+static const char shared_frame_key = 0;
+
+size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len)
+{
+    hdr[0] = (uint8_t)(0x80u | ((unsigned)opcode & 0x0fu));
+    if (len < 126) {
+        hdr[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len <= 0xffffu) {
+        hdr[1] = 126;
+        hdr[2] = (uint8_t)(len >> 8);
+        hdr[3] = (uint8_t)len;
+        return 4;
+    }
+    hdr[1] = 127;
+    for (int i = 0; i < 8; i++)
+        hdr[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+    return 10;
+}
+
+/* ---- pools ------------------------------------------------------------------- */
+
+static ws_qblock *block_get(ws_server *s)
+{
+    ws_qblock *b = s->free_blocks;
+    if (b) {
+        s->free_blocks = b->next;
+        s->n_free_blocks--;
+    } else {
+        b = cch__malloc(sizeof *b);
+        if (!b)
+            return NULL;
+    }
+    b->next = NULL;
+    b->head = b->tail = 0;
+    return b;
+}
+
+static void block_put(ws_server *s, ws_qblock *b)
+{
+    if (s->n_free_blocks < WS_POOL_MAX_BLOCKS) {
+        b->next = s->free_blocks;
+        s->free_blocks = b;
+        s->n_free_blocks++;
+    } else {
+        cch__free(b);
+    }
+}
+
+static ws_outq *outq_get(ws_conn *c)
+{
+    if (c->outq)
+        return c->outq;
+    ws_server *s = c->srv;
+    ws_outq *q = s->free_outqs;
+    if (q) {
+        s->free_outqs = q->next_free;
+        s->n_free_outqs--;
+    } else {
+        q = cch__malloc(sizeof *q);
+        if (!q)
+            return NULL;
+    }
+    memset(q, 0, sizeof *q);
+    c->outq = q;
+    return q;
+}
+
+static void outq_put(ws_conn *c)
+{
+    ws_server *s = c->srv;
+    ws_outq *q = c->outq;
+    c->outq = NULL;
+    ws_qblock *b = q->first;
+    while (b) {
+        ws_qblock *n = b->next;
+        block_put(s, b);
+        b = n;
+    }
+    if (s->n_free_outqs < WS_POOL_MAX_OUTQS) {
+        q->next_free = s->free_outqs;
+        s->free_outqs = q;
+        s->n_free_outqs++;
+    } else {
+        cch__free(q);
+    }
+}
+
+void ws_out_free_pools(ws_server *s)
+{
+    while (s->free_blocks) {
+        ws_qblock *b = s->free_blocks;
+        s->free_blocks = b->next;
+        cch__free(b);
+    }
+    s->n_free_blocks = 0;
+    while (s->free_outqs) {
+        ws_outq *q = s->free_outqs;
+        s->free_outqs = q->next_free;
+        cch__free(q);
+    }
+    s->n_free_outqs = 0;
+}
+
+/* ---- items ------------------------------------------------------------------- */
+
+static void item_release(ws_item *it)
+{
+    if (it->kind == OWN_HEAP)
+        cch__free(it->owner);
+    else if (it->kind == OWN_MSG)
+        cch_msg_unref(it->owner);
+    it->kind = OWN_NONE;
+    it->owner = NULL;
+}
+
+static int push_item(ws_conn *c, const uint8_t *data, size_t len, void *owner, int kind)
+{
+    ws_outq *q = outq_get(c);
+    if (!q)
+        return CCH_ENOMEM;
+    ws_qblock *b = q->last;
+    if (!b || b->tail == WS_QBLOCK_ITEMS) {
+        ws_qblock *nb = block_get(c->srv);
+        if (!nb) {
+            if (q->n_items == 0 && !q->writing)
+                outq_put(c);
+            return CCH_ENOMEM;
+        }
+        if (b)
+            b->next = nb;
+        else
+            q->first = nb;
+        q->last = b = nb;
+    }
+    ws_item *it = &b->items[b->tail++];
+    it->data = data;
+    it->len = len;
+    it->owner = owner;
+    it->kind = (uint8_t)kind;
+    q->n_items++;
+    q->bytes += len;
+    c->srv->stats.outbound_bytes += len;
+    ws_mark_dirty(c);
+    return 0;
+}
+
+static ws_item *front_item(ws_outq *q)
+{
+    ws_qblock *b = q->first;
+    return b && b->head < b->tail ? &b->items[b->head] : NULL;
+}
+
+/* Removes the front item (already released or to be released by the caller). */
+static void pop_front(ws_conn *c)
+{
+    ws_outq *q = c->outq;
+    ws_qblock *b = q->first;
+    item_release(&b->items[b->head]);
+    b->head++;
+    q->n_items--;
+    if (b->head == b->tail) {
+        if (b == q->last) {
+            b->head = b->tail = 0;
+        } else {
+            q->first = b->next;
+            block_put(c->srv, b);
+        }
+    }
+}
+
+/* Appends bytes to the tail item when it is a small heap buffer with room that is
+ * not being written. Returns true when done. */
+static bool append_tail(ws_conn *c, const uint8_t *p1, size_t n1, const uint8_t *p2, size_t n2)
+{
+    ws_outq *q = c->outq;
+    if (!q || q->n_items == q->inflight || !q->last || q->last->tail == 0)
+        return false;
+    ws_item *it = &q->last->items[q->last->tail - 1];
+    if (it->kind != OWN_HEAP)
+        return false;
+    ws_buf *b = it->owner;
+    if (it->data + it->len != b->data + b->len || b->cap - b->len < n1 + n2)
+        return false;
+    memcpy(b->data + b->len, p1, n1);
+    if (n2)
+        memcpy(b->data + b->len + n1, p2, n2);
+    b->len += n1 + n2;
+    it->len += n1 + n2;
+    q->bytes += n1 + n2;
+    c->srv->stats.outbound_bytes += n1 + n2;
+    ws_mark_dirty(c);
+    return true;
+}
+
+void *ws_out_buf_new(size_t len, uint8_t **data)
+{
+    size_t cap = len < WS_SMALL_BUF ? WS_SMALL_BUF : len;
+    ws_buf *b = cch__malloc(sizeof *b + cap);
+    if (!b)
+        return NULL;
+    b->cap = cap;
+    b->len = 0;
+    *data = b->data;
+    return b;
+}
+
+int ws_out_buf_push(ws_conn *c, void *buf, size_t len)
+{
+    ws_buf *b = buf;
+    b->len = len;
+    int rc = push_item(c, b->data, len, b, OWN_HEAP);
+    if (rc < 0)
+        cch__free(b);
+    return rc;
+}
+
+/* Queues header + payload, copied: packed into the tail buffer when small. */
+static int queue_copy(ws_conn *c, const uint8_t *hdr, size_t hlen, const void *data, size_t len)
+{
+    if (append_tail(c, hdr, hlen, data, len))
+        return 0;
+    uint8_t *p;
+    ws_buf *b = ws_out_buf_new(hlen + len, &p);
+    if (!b)
+        return CCH_ENOMEM;
+    memcpy(p, hdr, hlen);
+    if (len)
+        memcpy(p + hlen, data, len);
+    return ws_out_buf_push(c, b, hlen + len);
+}
+
+int ws_out_raw(ws_conn *c, const void *data, size_t len)
+{
+    return queue_copy(c, data, len, NULL, 0);
+}
+
+int ws_out_control(ws_conn *c, int opcode, const void *payload, size_t len)
+{
+    if (len > 125)
+        return CCH_EINVAL;
+    uint8_t hdr[10];
+    size_t hlen = ws_frame_header(hdr, opcode, len);
+    return queue_copy(c, hdr, hlen, payload, len);
+}
+
+/* The outbound limit: a data frame that does not fit closes the connection. */
+static int over_limit(ws_conn *c, size_t add)
+{
+    size_t pending = c->outq ? c->outq->bytes : 0;
+    if (pending + add <= c->srv->opts.max_outbound_bytes)
+        return 0;
+    ws_server *s = c->srv;
+    char peer[64];
+    ws_conn_peer(c, peer, sizeof peer);
+    s->stats.closed_slow++;
+    ws_log(s, CCH_LOG_WARN, "%s: outbound buffer full (%zu bytes waiting), closing with 1008",
+           peer, pending);
+    ws_out_discard(c);
+    ws_conn_close(c, 1008, "outbound buffer full");
+    return CCH_ELIMIT;
+}
+
+static int check_open(ws_conn *c)
+{
+    if (c->state == WS_HTTP || c->state == WS_DECIDING)
+        return CCH_ESTATE;
+    if (c->state != WS_OPEN || (c->flags & WS_F_CLOSE_SENT))
+        return CCH_ECLOSED;
+    return 0;
+}
+
+int ws_out_send(ws_conn *c, const void *data, size_t len, bool binary)
+{
+    int rc = check_open(c);
+    if (rc < 0)
+        return rc;
+    if (len && !data)
+        return CCH_EINVAL;
+    uint8_t hdr[10];
+    size_t hlen = ws_frame_header(hdr, binary ? 2 : 1, len);
+    if ((rc = over_limit(c, hlen + len)) < 0)
+        return rc;
+    if ((rc = queue_copy(c, hdr, hlen, data, len)) < 0)
+        return rc;
+    c->srv->stats.messages_out++;
+    return 0;
+}
+
+int ws_out_send_body(ws_conn *c, const cch_msg *m)
+{
+    int rc = check_open(c);
+    if (rc < 0)
+        return rc;
+    if (!m)
+        return CCH_EINVAL;
+    ws_server *s = c->srv;
+    ws_shared_frame *f = cch_msg_attachment(m, &shared_frame_key);
+    if (f) {
+        s->stats.frames_shared++;
+    } else {
+        size_t blen = cch_msg_body_len(m);
+        uint8_t hdr[10];
+        size_t hlen = ws_frame_header(hdr, 1, blen);
+        ws_shared_frame *nf = cch__malloc(sizeof *nf + hlen + blen);
+        if (!nf)
+            return CCH_ENOMEM;
+        nf->len = hlen + blen;
+        memcpy(nf->bytes, hdr, hlen);
+        memcpy(nf->bytes + hlen, cch_msg_body(m), blen);
+        f = cch_msg_attach(m, &shared_frame_key, nf, cch__free);
+        if (f != nf)
+            cch__free(nf);
+        if (!f)
+            return CCH_ENOMEM;
+        s->stats.frames_built++;
+    }
+    if ((rc = over_limit(c, f->len)) < 0)
+        return rc;
+    cch_msg *ref = cch_msg_ref(m);
+    if ((rc = push_item(c, f->bytes, f->len, ref, OWN_MSG)) < 0) {
+        cch_msg_unref(ref);
+        return rc;
+    }
+    s->stats.messages_out++;
+    return 0;
+}
+
+/* ---- discarding ---------------------------------------------------------------- */
+
+void ws_out_discard(ws_conn *c)
+{
+    ws_outq *q = c->outq;
+    if (!q)
+        return;
+    size_t keep = q->inflight, seen = 0;
+    ws_qblock *b = q->first, *last_kept = NULL;
+    while (b) {
+        ws_qblock *next = b->next;
+        uint16_t new_tail = b->tail;
+        for (uint16_t i = b->head; i < b->tail; i++, seen++) {
+            if (seen < keep)
+                continue;
+            if (new_tail == b->tail)
+                new_tail = i;
+            q->bytes -= b->items[i].len;
+            c->srv->stats.outbound_bytes -= b->items[i].len;
+            q->n_items--;
+            item_release(&b->items[i]);
+        }
+        b->tail = new_tail;
+        if (b->head == b->tail && b != q->first) {
+            block_put(c->srv, b);
+        } else {
+            if (last_kept)
+                last_kept->next = b;
+            last_kept = b;
+        }
+        b = next;
+    }
+    if (last_kept)
+        last_kept->next = NULL;
+    q->last = last_kept;
+    if (q->first && q->first->head == q->first->tail)
+        q->first->head = q->first->tail = 0;
+    if (q->n_items == 0 && !q->writing)
+        outq_put(c);
+}
+
+void ws_out_free(ws_conn *c)
+{
+    ws_outq *q = c->outq;
+    if (!q)
+        return;
+    while (q->n_items) {
+        ws_item *it = front_item(q);
+        c->srv->stats.outbound_bytes -= it->len;
+        pop_front(c);
+    }
+    q->bytes = 0;
+    outq_put(c);
+}
+
+size_t ws_out_pending(const ws_conn *c)
+{
+    return c->outq ? c->outq->bytes : 0;
+}
+
+bool ws_out_writing(const ws_conn *c)
+{
+    return c->outq && c->outq->writing;
+}
+
+/* ---- writing ------------------------------------------------------------------- */
+
+/* Drops `n` written bytes from the front of the queue. */
+static void consume(ws_conn *c, size_t n)
+{
+    ws_outq *q = c->outq;
+    q->bytes -= n;
+    c->srv->stats.outbound_bytes -= n;
+    c->srv->stats.bytes_out += n;
+    while (n) {
+        ws_item *it = front_item(q);
+        if (n < it->len) {
+            it->data += n;
+            it->len -= n;
+            return;
+        }
+        n -= it->len;
+        pop_front(c);
+    }
+}
+
+static void write_cb(uv_write_t *req, int status);
+
+/* Everything left: drained, so the connection may move on. */
+static void drained(ws_conn *c)
+{
+    outq_put(c);
+    ws_conn_drained(c);
+}
+
+void ws_out_flush(ws_conn *c)
+{
+    ws_outq *q = c->outq;
+    ws_server *s = c->srv;
+    if (!q || q->writing || c->state == WS_DEAD)
+        return;
+    uv_stream_t *stream = (uv_stream_t *)&c->tcp;
+    while (q->n_items) {
+        unsigned n = 0;
+        size_t total = 0;
+        for (ws_qblock *b = q->first; b && n < WS_IOV_MAX; b = b->next)
+            for (uint16_t i = b->head; i < b->tail && n < WS_IOV_MAX; i++) {
+                s->iov[n++] = uv_buf_init((char *)b->items[i].data, (unsigned)b->items[i].len);
+                total += b->items[i].len;
+            }
+        int r = uv_try_write(stream, s->iov, n);
+        if (r == UV_EAGAIN || r == UV_ENOSYS)
+            r = 0;
+        if (r < 0) {
+            ws_log(s, CCH_LOG_DEBUG, "write failed: %s", uv_strerror(r));
+            ws_conn_kill(c);
+            return;
+        }
+        s->stats.writes++;
+        size_t done = (size_t)r;
+        if (done == total) {
+            consume(c, done);
+            continue;
+        }
+        /* The socket took part of it: hand the rest of this batch to uv_write. */
+        unsigned skip = 0;
+        size_t left = done;
+        while (left >= s->iov[skip].len) {
+            left -= s->iov[skip].len;
+            skip++;
+        }
+        consume(c, done);
+        s->iov[skip].base += left;
+        s->iov[skip].len -= (unsigned)left;
+        q->inflight = n - skip;
+        q->writing = true;
+        int wr = uv_write(&q->req, stream, s->iov + skip, n - skip, write_cb);
+        if (wr < 0) {
+            q->writing = false;
+            q->inflight = 0;
+            ws_log(s, CCH_LOG_DEBUG, "write failed: %s", uv_strerror(wr));
+            ws_conn_kill(c);
+        }
+        return;
+    }
+    drained(c);
+}
+
+static void write_cb(uv_write_t *req, int status)
+{
+    ws_outq *q = (ws_outq *)req; /* req is the first member */
+    ws_conn *c = (ws_conn *)req->handle;
+    q->writing = false;
+    size_t n = q->inflight;
+    q->inflight = 0;
+    for (size_t i = 0; i < n; i++)
+        consume(c, front_item(q)->len);
+    if (c->state == WS_DEAD)
+        return; /* ws_out_free runs from the close callback */
+    if (status < 0) {
+        ws_log(c->srv, CCH_LOG_DEBUG, "write failed: %s", uv_strerror(status));
+        ws_conn_kill(c);
+        return;
+    }
+    c->srv->stats.writes++;
+    if (q->n_items)
+        ws_mark_dirty(c);
+    else
+        drained(c);
+}

@@ -1,0 +1,84 @@
+/* lib/ws/timer.c - deadlines without a timer per connection.
+ *
+ * Every connection is on at most one of three lists: handshake (request head and
+ * decision), idle (open WebSocket: time since the last byte read) and closing (close
+ * handshake, lingering). Each list always uses the same timeout, so appending at the
+ * tail keeps it sorted by deadline; a connection that shows activity moves to the
+ * tail in O(1). One uv_timer per server fires at the earliest head. This keeps the
+ * cost of an idle connection to two pointers and a deadline. */
+#include "ws_internal.h"
+
+static void list_remove(ws_conn *c)
+{
+    if (c->tlist == WS_TL_NONE)
+        return;
+    ws_tlist_head *l = &c->srv->lists[c->tlist];
+    if (c->tprev)
+        c->tprev->tnext = c->tnext;
+    else
+        l->head = c->tnext;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
+    else
+        l->tail = c->tprev;
+    c->tprev = c->tnext = NULL;
+    c->tlist = WS_TL_NONE;
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    ws_server *s = t->data;
+    s->timer_due = UINT64_MAX;
+    uint64_t now = uv_now(s->loop);
+    for (int which = 1; which < WS_TL_COUNT; which++) {
+        ws_conn *c;
+        while ((c = s->lists[which].head) != NULL && c->deadline <= now) {
+            ws_timer_expired(c);
+            /* Safety: whatever happened, an expired connection leaves the head. */
+            if (s->lists[which].head == c && c->deadline <= now)
+                list_remove(c);
+        }
+    }
+    ws_timer_rearm(s);
+}
+
+void ws_timer_rearm(ws_server *s)
+{
+    if (uv_is_closing((uv_handle_t *)&s->timer))
+        return;
+    uint64_t due = UINT64_MAX;
+    for (int which = 1; which < WS_TL_COUNT; which++) {
+        ws_conn *c = s->lists[which].head;
+        if (c && c->deadline < due)
+            due = c->deadline;
+    }
+    if (due == s->timer_due)
+        return;
+    s->timer_due = due;
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&s->timer);
+        return;
+    }
+    uint64_t now = uv_now(s->loop);
+    uv_timer_start(&s->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+void ws_timer_set(ws_conn *c, int which, uint32_t ms)
+{
+    ws_server *s = c->srv;
+    list_remove(c);
+    if (which == WS_TL_NONE)
+        return;
+    c->deadline = ms == CCH_WS_NO_TIMEOUT ? UINT64_MAX : uv_now(s->loop) + ms;
+    ws_tlist_head *l = &s->lists[which];
+    c->tlist = (uint8_t)which;
+    c->tprev = l->tail;
+    c->tnext = NULL;
+    if (l->tail)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+    if (c->deadline < s->timer_due)
+        ws_timer_rearm(s);
+}

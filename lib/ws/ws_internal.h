@@ -1,0 +1,234 @@
+/* lib/ws/ws_internal.h - the WebSocket adapter's internal types, shared by lib/ws/*.c.
+ *
+ * One server (ws_server) per app and loop; one ws_conn per TCP connection. A
+ * connection keeps only what its current state needs: an idle WebSocket connection
+ * is a ws_conn (uv_tcp_t plus a few pointers); the request head (ws_http), the
+ * frame parser (ws_input, a wslay context) and the output queue (ws_outq) exist only
+ * while they hold something. */
+#ifndef CCH_WS_INTERNAL_H
+#define CCH_WS_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "cchannels/app.h"
+#include "cchannels/ws.h"
+
+typedef struct ws_server ws_server;
+typedef struct ws_conn ws_conn;
+typedef struct ws_http ws_http;
+typedef struct ws_input ws_input;
+typedef struct ws_outq ws_outq;
+typedef struct ws_qblock ws_qblock;
+
+/* ---- connection ---------------------------------------------------------------- */
+
+enum ws_state {
+    WS_HTTP = 0,     /* reading the request head */
+    WS_DECIDING,     /* upgrade handed to the app, not decided yet (reading paused) */
+    WS_OPEN,         /* WebSocket open */
+    WS_CLOSING,      /* we sent a close frame; waiting for the client's */
+    WS_LINGER,       /* finished: flush, shut down writing, drain until EOF */
+    WS_DEAD          /* uv_close called; freed in its close callback */
+};
+
+/* Which deadline list a connection is on (timer.c). */
+enum ws_tlist { WS_TL_NONE = 0, WS_TL_HANDSHAKE, WS_TL_IDLE, WS_TL_CLOSING, WS_TL_COUNT };
+
+enum ws_conn_flags {
+    WS_F_DIRTY = 1u << 0,        /* on the server's dirty list (output / pending input) */
+    WS_F_PENDING_INPUT = 1u << 1,/* bytes after the request head wait to be parsed */
+    WS_F_PINGED = 1u << 2,       /* an idle ping is outstanding */
+    WS_F_CLOSE_SENT = 1u << 3,   /* a close frame is queued: nothing more may be sent */
+    WS_F_CLOSE_RECV = 1u << 4,   /* the client's close frame arrived */
+    WS_F_SHUT_WR = 1u << 5,      /* shutdown(SHUT_WR) done */
+    WS_F_READING = 1u << 6,      /* uv_read_start active */
+    WS_F_HEAD_ONLY = 1u << 7,    /* HEAD request: no body */
+    WS_F_BUSY = 1u << 8,         /* accepted beyond max_connections: 503 and close */
+};
+
+struct ws_conn {
+    uv_tcp_t tcp;                /* first member: the handle converts to the conn */
+    ws_server *srv;
+    cch_conn *cc;                /* the app's connection, once cch_conn_open made it */
+    ws_conn *tprev, *tnext;      /* deadline list links */
+    uint64_t deadline;           /* ms on uv_now's clock */
+    ws_outq *outq;               /* NULL while nothing is waiting to be written */
+    ws_input *in;                /* NULL unless a frame or message is unfinished */
+    ws_http *http;               /* NULL unless handshaking or serving a file */
+    uint32_t dirty_idx;          /* index in srv->dirty while WS_F_DIRTY */
+    uint16_t flags;
+    uint16_t code_sent;          /* close code we sent (0: none) */
+    uint16_t code_recv;          /* close code received (1005: none given) */
+    uint8_t state;
+    uint8_t tlist;
+};
+
+/* ---- server -------------------------------------------------------------------- */
+
+#define WS_READ_BUF_SIZE (64 * 1024)
+#define WS_IOV_MAX 1024
+
+typedef struct ws_tlist_head {
+    ws_conn *head, *tail;
+} ws_tlist_head;
+
+struct ws_server {
+    uv_tcp_t listener;
+    uv_prepare_t prepare;        /* flushes dirty connections once per iteration */
+    uv_async_t async;            /* the layer's wakeup -> cch_app_dispatch */
+    uv_timer_t timer;            /* the earliest deadline of the lists */
+    uv_loop_t *loop;
+    cch_app *app;
+    cch_ws_options opts;         /* defaults applied; strings point into the copies */
+    char *host;
+    char *static_dir;            /* realpath() of opts.static_dir, or NULL */
+    size_t static_dir_len;
+    int port;
+    cch_ws_stats stats;
+
+    ws_tlist_head lists[WS_TL_COUNT];
+    uint64_t timer_due;          /* when the timer is armed for (UINT64_MAX: not armed) */
+
+    ws_conn **dirty;             /* connections to flush / to feed */
+    uint32_t n_dirty, cap_dirty;
+
+    /* input: one read buffer per server, handed to every read */
+    char *read_buf;
+    bool read_buf_busy;
+    ws_conn *cur;                /* connection being parsed by wslay right now */
+    const uint8_t *cur_data;
+    size_t cur_len, cur_off;
+    void *spare_ctx;             /* one clean wslay context kept for reuse */
+
+    /* output: pools of queue parts, and the scratch iovec for one writev */
+    ws_qblock *free_blocks;
+    size_t n_free_blocks;
+    ws_outq *free_outqs;
+    size_t n_free_outqs;
+    uv_buf_t iov[WS_IOV_MAX];
+
+    /* life cycle */
+    bool stopping;
+    bool listener_closed;
+    int handles_open;            /* handles of the server still to be closed */
+    cch_ws_stopped_fn stopped;
+    void *stopped_ud;
+    void (*gone_hook)(void *ud); /* cch_ws_run's: closes its signal handles */
+    void *gone_ud;
+    bool dispatching;
+};
+
+/* ---- server.c ------------------------------------------------------------------ */
+void ws_log(ws_server *s, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* "ip:port" of the peer into buf (for logs). */
+void ws_conn_peer(ws_conn *c, char *buf, size_t cap);
+/* Queues c for the prepare phase (flush and pending input). */
+void ws_mark_dirty(ws_conn *c);
+
+/* ---- conn.c: connection life cycle ------------------------------------------- */
+ws_conn *ws_conn_new(ws_server *s);
+/* Closes the TCP handle now; cch_conn_disconnected runs from its close callback. */
+void ws_conn_kill(ws_conn *c);
+/* Everything is said: flush, shut down writing, drain until EOF (or close_timeout). */
+void ws_conn_linger(ws_conn *c);
+/* Starts the close handshake with code/reason (server-initiated). Returns 0 or
+ * CCH_ECLOSED. */
+int ws_conn_close(ws_conn *c, int code, const char *reason);
+/* Fails the connection: sends close `code` and lingers (no wait for the client's). */
+void ws_conn_fail(ws_conn *c, int code, const char *reason);
+/* The read callback's work for c's state. */
+void ws_conn_on_data(ws_conn *c, const char *data, size_t len);
+/* After the handshake: 101 queued, state open. */
+void ws_conn_opened(ws_conn *c);
+/* The output queue has drained: send the next file chunk, or shut down writing. */
+void ws_conn_drained(ws_conn *c);
+/* The prepare phase: feed bytes that followed the request head. */
+void ws_conn_pending_input(ws_conn *c);
+/* The transport given to cch_conn_open. */
+extern const cch_transport ws_transport;
+
+/* ---- http.c: the request head and the handshake ------------------------------ */
+/* Feeds bytes of the request head (state WS_HTTP). */
+void ws_http_feed(ws_conn *c, const char *data, size_t len);
+void ws_http_free(ws_conn *c);
+/* Queues a complete HTTP error answer (Connection: close) and lingers. */
+void ws_http_error(ws_conn *c, int status, const char *extra_headers);
+/* The reason phrase of an HTTP status ("Not Found"). */
+const char *ws_http_reason(int status);
+/* Sec-WebSocket-Accept for `key` (len bytes) into out[29]. Returns 0 or CCH_EIO. */
+int ws_accept_key(const char *key, size_t len, char out[29]);
+/* Whether `key` is a valid Sec-WebSocket-Key: base64 of exactly 16 bytes. */
+bool ws_key_valid(const char *key, size_t len);
+/* Whether a comma-separated header value holds `token` (case-insensitive). */
+bool ws_header_has_token(const char *value, size_t len, const char *token);
+
+/* ---- static.c: files from static_dir ------------------------------------------ */
+/* Answers a plain GET/HEAD for the raw request path (not decoded). */
+void ws_static_serve(ws_conn *c, const char *raw_path);
+/* Queues the next chunk of a file being sent, when the queue has drained. */
+void ws_static_continue(ws_conn *c);
+/* The Content-Type for a file name. Static string. */
+const char *ws_content_type(const char *path);
+/* Decodes and checks a request path: writes the relative file path (no leading
+ * '/', "" for the root) into out. Returns 0, CCH_EINVAL (bad escape, NUL, '..',
+ * backslash) or CCH_ETOOBIG. */
+int ws_static_sanitize(const char *raw, char *out, size_t cap);
+
+/* ---- input.c: client frames (wslay) ------------------------------------------- */
+/* Parses bytes from an open/closing connection. */
+void ws_input_feed(ws_conn *c, const uint8_t *data, size_t len);
+/* Drops the parser (a connection that ends). */
+void ws_input_free(ws_conn *c);
+/* Frees the spare parser (server teardown). */
+void ws_input_free_spare(ws_server *s);
+
+/* ---- output.c: the output queue, framing, writev ----------------------------- */
+/* The frame header for a payload of len bytes with opcode into hdr[10]; returns its
+ * length (2, 4 or 10). */
+size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len);
+/* Queues a data frame (copied). Returns 0, CCH_ECLOSED, CCH_ELIMIT, CCH_ENOMEM. */
+int ws_out_send(ws_conn *c, const void *data, size_t len, bool binary);
+/* Queues message m's body as a shared text frame. Same returns. */
+int ws_out_send_body(ws_conn *c, const cch_msg *m);
+/* Queues raw bytes (control frames, HTTP) copied, outside the outbound limit.
+ * Returns 0 or CCH_ENOMEM. */
+int ws_out_raw(ws_conn *c, const void *data, size_t len);
+/* Queues a heap buffer from ws_out_buf_new, taking it over. */
+int ws_out_buf_push(ws_conn *c, void *buf, size_t len);
+/* A heap buffer for ws_out_buf_push with room for len bytes (its data pointer in
+ * *data), or NULL. */
+void *ws_out_buf_new(size_t len, uint8_t **data);
+/* Queues a control frame (opcode 8, 9, 10) with a payload of at most 125 bytes. */
+int ws_out_control(ws_conn *c, int opcode, const void *payload, size_t len);
+/* Drops what is queued and not yet being written (keeps the write in flight). */
+void ws_out_discard(ws_conn *c);
+/* Writes what is queued (one writev), called from the prepare phase. */
+void ws_out_flush(ws_conn *c);
+/* Bytes waiting (queued and in flight). */
+size_t ws_out_pending(const ws_conn *c);
+/* Whether a write is in flight. */
+bool ws_out_writing(const ws_conn *c);
+/* Frees the queue of a dead connection (after libuv cancelled its write). */
+void ws_out_free(ws_conn *c);
+/* Frees the pools (server teardown). */
+void ws_out_free_pools(ws_server *s);
+
+/* ---- timer.c: deadlines --------------------------------------------------------- */
+/* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
+ * never). WS_TL_NONE removes it from its list. */
+void ws_timer_set(ws_conn *c, int which, uint32_t ms);
+/* Re-arms the server's timer for the earliest deadline. */
+void ws_timer_rearm(ws_server *s);
+/* The timer callback's work for one expired connection. */
+void ws_timer_expired(ws_conn *c);
+
+#endif
