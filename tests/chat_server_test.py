@@ -71,6 +71,10 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
+    def close(self):
+        self.stop()
+        self.log.close()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -80,6 +84,11 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def assert_no_sanitizer_report(text):
+    for needle in ("Sanitizer", "runtime error:"):
+        assert needle not in text, text
 
 
 def run(coro):
@@ -106,7 +115,12 @@ class ChatTest(unittest.TestCase):
         self.server = Server()
 
     def tearDown(self):
-        self.server.stop()
+        rc = self.server.stop()
+        log = self.server.stderr()
+        self.server.close()
+        # SIGTERM is a clean exit; sanitizers (in a sanitized build) report here.
+        self.assertEqual(rc, 0, log)
+        assert_no_sanitizer_report(log)
 
     def test_two_clients_exchange_messages(self):
         async def scenario():
@@ -170,7 +184,8 @@ class ChatTest(unittest.TestCase):
 
     def test_web_page_is_served(self):
         base = "http://127.0.0.1:%d" % self.server.port
-        for path, ctype, needle in [("/index.html", "text/html", b"room-name-input"),
+        for path, ctype, needle in [("/", "text/html", b"room-name-input"),
+                                    ("/index.html", "text/html", b"room-name-input"),
                                     ("/room.html", "text/html", b"chat-log"),
                                     ("/chat.js", "javascript", b"new WebSocket"),
                                     ("/chat.css", "text/css", b"--accent")]:
@@ -188,6 +203,27 @@ class ChatTest(unittest.TestCase):
         run(scenario())
 
 
+class OriginTest(unittest.TestCase):
+    def test_allowed_origins(self):
+        server = Server("--allowed-origins", "example.com, localhost:8000")
+        try:
+            async def scenario():
+                for origin in (None, "http://evil.example", "http://localhost:9000"):
+                    with self.assertRaises(websockets.InvalidStatusCode) as cm:
+                        await websockets.connect(server.url("/ws/echo/"), origin=origin,
+                                                 open_timeout=STEP)
+                    self.assertEqual(cm.exception.status_code, 403)
+                for origin in ("http://example.com", "http://localhost:8000"):
+                    async with websockets.connect(server.url("/ws/echo/"), origin=origin,
+                                                  open_timeout=STEP) as ws:
+                        await ws.send("ok")
+                        self.assertEqual(await asyncio.wait_for(ws.recv(), STEP), "ok")
+            run(scenario())
+            self.assertEqual(server.stop(), 0)
+        finally:
+            server.close()
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_closes_clients_with_1001_and_exits_0(self):
         server = Server()
@@ -201,8 +237,11 @@ class ShutdownTest(unittest.TestCase):
                     self.assertEqual(ws.close_code, 1001)
             run(scenario())
             self.assertEqual(server.proc.wait(STEP), 0)
+            log = server.stderr()
+            assert_no_sanitizer_report(log)
+            self.assertIn("chat disconnect room=shutdown user=alice code=1001", log)
         finally:
-            server.stop()
+            server.close()
 
 
 class FlagsTest(unittest.TestCase):
@@ -224,10 +263,12 @@ class FlagsTest(unittest.TestCase):
 
     def test_bad_flags(self):
         for args in (["--layer", "carrier-pigeon"], ["--port", "70000"], ["--port", "x"],
-                     ["--log-level", "loud"], ["--bogus"], ["--static", "/nonexistent/dir"]):
-            r = self.run_server(*args)
+                     ["--log-level", "loud"], ["--bogus"], ["--static", "/nonexistent/dir"],
+                     ["--allowed-origins", "a,,b"], ["--allowed-origins", ""], ["extra"]):
+            r = self.run_server("--port", str(free_port()), *args)
             self.assertEqual(r.returncode, 2, args)
             self.assertTrue(r.stderr.strip(), args)
+            assert_no_sanitizer_report(r.stderr)
 
 
 if __name__ == "__main__":

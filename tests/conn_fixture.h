@@ -200,7 +200,7 @@ static inline void fx_req_init(fx_req *r, const char *path_and_query, const char
         r->req.query = r->query;
     }
     size_t n = 0;
-    for (; headers && headers[n] && n < 8; n++) {
+    for (; headers && n < 8 && headers[n]; n++) {
         const char *h = headers[n];
         const char *colon = strchr(h, ':');
         const char *v = colon + 1;

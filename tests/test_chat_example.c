@@ -564,6 +564,71 @@ static void test_one_log_line_per_connection_event(void **state)
     chat_server_free(quiet);
 }
 
+/* ---- out of memory ------------------------------------------------------------ */
+
+static long alloc_calls, alloc_fail_at;    /* fail the Nth allocation (0: never) */
+
+static bool alloc_should_fail(void)
+{
+    return alloc_fail_at > 0 && ++alloc_calls == alloc_fail_at;
+}
+static void *t_malloc(size_t n) { return alloc_should_fail() ? NULL : malloc(n); }
+static void *t_realloc(void *p, size_t n) { return alloc_should_fail() ? NULL : realloc(p, n); }
+static void *t_calloc(size_t c, size_t n) { return alloc_should_fail() ? NULL : calloc(c, n); }
+
+/* A whole chat session with the library's Nth allocation failing, for every N: no
+ * crash, no leak (under ASan), and everything can be freed afterwards. */
+static void test_survives_allocation_failures(void **state)
+{
+    (void)state;
+    bool failed = true;
+    long last_n = 0;
+    for (long n = 1; failed && n < 5000; n++) {
+        last_n = n;
+        fixture *f;
+        assert_int_equal(setup((void **)&f), 0);
+        alloc_calls = 0;
+        alloc_fail_at = n;
+        assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
+
+        cch_communicator *a = cch_communicator_new(f->app, "/ws/chat/lobby/?name=alice", NULL, 0);
+        cch_communicator *b = cch_communicator_new(f->app, "/ws/chat/lobby/?name=bob", NULL, 0);
+        if (a)
+            (void)cch_communicator_connect(a);
+        if (b)
+            (void)cch_communicator_connect(b);
+        const char *script[][2] = {
+            {"a", "{\"message\":\"hi\"}"},
+            {"b", "{\"message\":\"psst\",\"users\":[\"alice\"]}"},
+            {"a", "oops"},
+            {"b", "{\"command\":\"close\"}"},
+            {"a", "{\"command\":\"close\"}"},
+        };
+        for (size_t i = 0; i < sizeof script / sizeof script[0]; i++) {
+            cch_communicator *t = script[i][0][0] == 'a' ? a : b;
+            if (t)
+                (void)cch_communicator_send_text(t, script[i][1], strlen(script[i][1]));
+            const char *data;
+            size_t len;
+            bool binary;
+            for (int k = 0; k < 2; k++) {
+                if (a)
+                    while (cch_communicator_receive(a, &data, &len, &binary) == 0) {}
+                if (b)
+                    while (cch_communicator_receive(b, &data, &len, &binary) == 0) {}
+            }
+        }
+        cch_communicator_free(a);
+        cch_communicator_free(b);
+        failed = alloc_calls >= alloc_fail_at;
+        alloc_fail_at = 0;
+        assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
+        assert_int_equal(teardown((void **)&f), 0);
+    }
+    print_message("allocation failures tried: %ld\n", last_n);
+    assert_false(failed);            /* some run had no failure: every N was tried */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -585,6 +650,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_creator_role_passes_to_the_oldest_member, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_one_log_line_per_connection_event, setup, teardown),
+        cmocka_unit_test(test_survives_allocation_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

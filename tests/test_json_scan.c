@@ -90,6 +90,7 @@ static void test_valid_objects(void **state) {
         "{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf \x7f\"}",
         "{\"s\":\"\xed\x9f\xbf\xee\x80\x80\"}", /* around the surrogate range */
         "{\"s\":\"\xc2\x80\xdf\xbf\xe0\xa0\x80\xf0\x90\x80\x80\"}", /* smallest non-overlongs */
+        "{\"s\":\"\xf1\x80\x80\x80\xf3\xbf\xbf\xbf\xe1\x80\x80\xec\xbf\xbf\"}", /* F1..F3, E1..EC */
         "{\"a\":true,\"b\":false,\"c\":null}",
         "{\"dup\":1,\"dup\":2}",
     };
@@ -172,6 +173,8 @@ static void test_invalid_strings(void **state) {
         "{\"a\":\"\xe2\x82\x41\"}",
         "{\"a\":\"\xf0\x9f\x41\x80\"}",
         "{\"a\":\"\xf0\x9f\x98\x41\"}",
+        "{\"a\":\"\xf2\x41\x80\x80\"}",
+        "{\"a\":\"\xf3\x80\x80\"}",
         "{\"\xff\":1}",             /* in a key */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -208,17 +211,25 @@ static void test_embedded_nul_and_truncation(void **state) {
     }
 }
 
-/* "{\"a\":" repeated; depth counts the outer object as 1. */
+/* {"a":{"a":...1...}} (or arrays inside); depth counts the outer object as 1. */
 static char *nest(int depth, bool arrays) {
-    size_t cap = (size_t)depth * 8 + 16;
+    size_t cap = (size_t)depth * 8 + 16, n = 0;
     char *s = malloc(cap);
-    assert_non_null(s);
-    size_t n = 0;
-    n += (size_t)sprintf(s + n, "{\"a\":");
-    for (int i = 1; i < depth; i++) n += (size_t)sprintf(s + n, arrays ? "[" : "{\"a\":");
-    n += (size_t)sprintf(s + n, "1");
-    for (int i = 1; i < depth; i++) n += (size_t)sprintf(s + n, arrays ? "]" : "}");
-    n += (size_t)sprintf(s + n, "}");
+    if (!s) abort();
+    memcpy(s, "{\"a\":", 5);
+    n = 5;
+    for (int i = 1; i < depth; i++) {
+        if (arrays) {
+            s[n++] = '[';
+        } else {
+            memcpy(s + n, "{\"a\":", 5);
+            n += 5;
+        }
+    }
+    s[n++] = '1';
+    for (int i = 1; i < depth; i++) s[n++] = arrays ? ']' : '}';
+    s[n++] = '}';
+    s[n] = '\0';
     return s;
 }
 

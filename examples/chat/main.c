@@ -37,7 +37,8 @@ static const char usage[] =
     "  --help                   show this help\n"
     "\n"
     "Endpoints: ws://HOST:PORT/ws/chat/ROOM/?name=NAME (chat), ws://HOST:PORT/ws/echo/\n"
-    "(echo). SIGINT or SIGTERM closes every client with 1001 and exits 0.\n";
+    "(echo). SIGINT or SIGTERM closes every client with 1001 and exits 0; the exit\n"
+    "status is 1 when the server cannot start, 2 for a usage error.\n";
 
 static int log_level = CCH_LOG_INFO;
 
@@ -55,6 +56,20 @@ static void log_line(void *ud, int level, const char *msg)
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
     fprintf(stderr, "%s.%03ld %-5s %s\n", when, ts.tv_nsec / 1000000L,
             cch_log_level_name(level), msg);
+}
+
+/* The adapter's lines. Below debug, its lines for an accepted or closed chat
+ * connection are left out (the chat logs those events itself, naming the room and
+ * the user), and so is its "listening on" (on_ready says it with the URL). */
+static void adapter_log(void *ud, int level, const char *msg)
+{
+    size_t n = strlen(msg);
+    bool chat_event = strstr(msg, "/ws/chat/") &&
+                      ((n > 4 && !strcmp(msg + n - 4, " 101")) || strstr(msg, "/ closed "));
+    if (level == CCH_LOG_INFO && log_level < CCH_LOG_DEBUG &&
+        (chat_event || !strncmp(msg, "listening on ", 13)))
+        return;
+    log_line(ud, level, msg);
 }
 
 static void on_ready(cch_ws_server *s, void *ud)
@@ -87,7 +102,7 @@ static int parse_level(const char *s)
 static int split_list(char *s, char **out, int max)
 {
     int n = 0;
-    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+    for (char *tok; (tok = strsep(&s, ",")) != NULL;) {
         while (*tok == ' ')
             tok++;
         char *end = tok + strlen(tok);
@@ -100,17 +115,17 @@ static int split_list(char *s, char **out, int max)
     return n;
 }
 
-static int fail(const char *what, int rc)
-{
-    fprintf(stderr, "chat: %s: %s\n", what, cch_strerror(rc));
-    return 1;
-}
+/* What the command line asks for. */
+typedef struct config {
+    cch_ws_options ws;
+    char *origins[64];
+    int n_origins;              /* 0: any origin */
+} config;
 
-int main(int argc, char **argv)
+/* Reads the flags into *cfg. Returns -1 to go on, or the exit status (0 after
+ * --help, 2 for a usage error, with a message on stderr). */
+static int parse_args(int argc, char **argv, config *cfg)
 {
-    cch_ws_options opts = {.host = "127.0.0.1", .port = 8000};
-    const char *layer = "memory";
-    char *origins = NULL;
     enum { O_HOST = 1, O_PORT, O_STATIC, O_LAYER, O_LOG, O_ORIGINS };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, O_HOST},
@@ -122,11 +137,12 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    const char *layer = "memory";
+    char *end;
+    long port;
     for (int o; (o = getopt_long(argc, argv, "h", longopts, NULL)) != -1;) {
-        char *end;
-        long port;
         switch (o) {
-        case O_HOST: opts.host = optarg; break;
+        case O_HOST: cfg->ws.host = optarg; break;
         case O_PORT:
             errno = 0;
             port = strtol(optarg, &end, 10);
@@ -134,9 +150,15 @@ int main(int argc, char **argv)
                 fprintf(stderr, "chat: --port: expected 0..65535, got \"%s\"\n", optarg);
                 return 2;
             }
-            opts.port = port == 0 ? CCH_WS_ANY_PORT : (int)port;
+            cfg->ws.port = port == 0 ? CCH_WS_ANY_PORT : (int)port;
             break;
-        case O_STATIC: opts.static_dir = optarg; break;
+        case O_STATIC:
+            if (!is_dir(optarg)) {
+                fprintf(stderr, "chat: --static %s: not a directory\n", optarg);
+                return 2;
+            }
+            cfg->ws.static_dir = optarg;
+            break;
         case O_LAYER: layer = optarg; break;
         case O_LOG:
             if ((log_level = parse_level(optarg)) < 0) {
@@ -144,7 +166,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case O_ORIGINS: origins = optarg; break;
+        case O_ORIGINS:
+            cfg->n_origins = split_list(optarg, cfg->origins, 64);
+            if (cfg->n_origins <= 0) {
+                fprintf(stderr, "chat: --allowed-origins: expected a comma-separated list "
+                                "of hosts\n");
+                return 2;
+            }
+            break;
         case 'h': printf(usage, argv[0]); return 0;
         default: fprintf(stderr, usage, argv[0]); return 2;
         }
@@ -163,34 +192,30 @@ int main(int argc, char **argv)
                 layer);
         return 2;
     }
-    if (opts.static_dir && !is_dir(opts.static_dir)) {
-        fprintf(stderr, "chat: --static %s: not a directory\n", opts.static_dir);
-        return 2;
-    }
-    if (!opts.static_dir) {      /* the source tree's copy, else the installed one */
-        opts.static_dir = is_dir(CHAT_STATIC_DIR) ? CHAT_STATIC_DIR
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg = {.ws = {.host = "127.0.0.1", .port = 8000}};
+    int status = parse_args(argc, argv, &cfg);
+    if (status >= 0)
+        return status;
+    if (!cfg.ws.static_dir) {       /* the source tree's copy, else the installed one */
+        cfg.ws.static_dir = is_dir(CHAT_STATIC_DIR) ? CHAT_STATIC_DIR
 #ifdef CHAT_INSTALLED_STATIC_DIR
-                          : is_dir(CHAT_INSTALLED_STATIC_DIR) ? CHAT_INSTALLED_STATIC_DIR
+                            : is_dir(CHAT_INSTALLED_STATIC_DIR) ? CHAT_INSTALLED_STATIC_DIR
 #endif
-                          : NULL;
-        if (!opts.static_dir)
+                            : NULL;
+        if (!cfg.ws.static_dir)
             log_line(NULL, CCH_LOG_WARN, "no static directory found: use --static DIR");
     }
-    char *allowed[64];
-    int n_allowed = origins ? split_list(origins, allowed, 64) : 0;
-    if (n_allowed < 0 || (origins && n_allowed == 0)) {
-        fprintf(stderr, "chat: --allowed-origins: expected a comma-separated list of hosts\n");
-        return 2;
-    }
+    cfg.ws.log = adapter_log;
+    cfg.ws.log_level = log_level;
+    cfg.ws.ready = on_ready;
+    cfg.ws.ready_ud = &cfg.ws;
 
-    /* The adapter logs one line per connection event too; at info the chat's lines
-     * (which name the room and the user) are enough, so its own come at debug. */
-    opts.log = log_line;
-    opts.log_level = log_level == CCH_LOG_DEBUG ? CCH_LOG_DEBUG
-                     : log_level < CCH_LOG_WARN ? log_level : CCH_LOG_WARN;
-    opts.ready = on_ready;
-    opts.ready_ud = &opts;
-
+    /* The app: the chat and the echo consumer on an in-memory layer. */
     cch_app *app = cch_app_new(cch_memory_layer_new(NULL));
     chat_server *chat = chat_server_new(log_line, NULL);
     int rc = app && chat ? 0 : CCH_ENOMEM;
@@ -201,15 +226,13 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = cch_app_route(app, "/ws/echo/", &echo_consumer, NULL);
-    if (rc == 0 && n_allowed > 0)
-        rc = cch_app_use_origin_check(app, (const char *const *)allowed, (size_t)n_allowed);
-    if (rc == 0) {
-        rc = cch_ws_run(app, &opts);
-        if (rc < 0)
-            fail("cannot start the server", rc);
-    } else {
-        fail("cannot set up the app", rc);
-    }
+    if (rc == 0 && cfg.n_origins > 0)
+        rc = cch_app_use_origin_check(app, (const char *const *)cfg.origins,
+                                      (size_t)cfg.n_origins);
+    if (rc < 0)
+        fprintf(stderr, "chat: cannot set up the app: %s\n", cch_strerror(rc));
+    else if ((rc = cch_ws_run(app, &cfg.ws)) < 0)      /* until SIGINT or SIGTERM */
+        fprintf(stderr, "chat: cannot start the server: %s\n", cch_strerror(rc));
     if (app)
         cch_app_free(app);
     chat_server_free(chat);

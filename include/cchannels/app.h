@@ -85,9 +85,11 @@ typedef struct cch_middleware {
 int cch_app_use(cch_app *app, const cch_middleware *mw, void *ud);
 
 /* Delivers up to `max` pending layer messages (0: no limit) to their connections'
- * handlers. Returns the number delivered (handlers run or built-ins applied, unknown
- * types included), or a negative code. Call it when the wakeup callback fires,
- * until it returns less than `max`. */
+ * handlers. Returns the number taken from the layer (handlers run or built-ins
+ * applied; unknown types and messages dropped for closing connections included), or
+ * a negative code (CCH_EINVAL; CCH_ESTATE when called from inside a handler it is
+ * running). Call it when the wakeup callback fires, until it returns less than
+ * `max`. */
 int cch_app_dispatch(cch_app *app, size_t max);
 
 /* Counters, cumulative. */

@@ -96,7 +96,7 @@ cch_layer *cch_conn_layer(cch_conn *c);
 /* Completes the handshake, choosing `subprotocol` (NULL: none; otherwise it must be
  * one the client offered). Only before the connection is decided.
  * Returns 0, CCH_ESTATE (already accepted, rejected or closed), CCH_EINVAL
- * (subprotocol not offered), CCH_ETRANSPORT. */
+ * (subprotocol not offered), CCH_ENOMEM, CCH_ETRANSPORT. */
 int cch_accept(cch_conn *c, const char *subprotocol);
 
 /* Refuses the handshake with an HTTP status (403 when `http_status` is 0; must be
@@ -126,7 +126,8 @@ int cch_close(cch_conn *c, int code, const char *reason);
 bool cch_is_open(cch_conn *c);
 
 /* Joins / leaves a group. The connection remembers its groups and leaves them all
- * when it ends. Returns 0, CCH_ENAME, CCH_EINVAL, CCH_ENOMEM, or the layer's error.
+ * when it ends. Returns 0, CCH_ENAME, CCH_EINVAL, CCH_ENOMEM, or the layer's error
+ * (add: CCH_ESTATE on a connection rejected before routing, which has no channel).
  * Discarding a group the connection is not in returns 0. */
 int cch_group_add(cch_conn *c, const char *group);
 int cch_group_discard(cch_conn *c, const char *group);

@@ -54,7 +54,8 @@ const char *cch_scope_header(const cch_scope *s, const char *name);
 int cch_scope_cookie(const cch_scope *s, const char *name, char *buf, size_t cap);
 
 /* Whether the client offered subprotocol `name` in Sec-WebSocket-Protocol. Only while
- * the connection opens. */
+ * the connection opens, or until it is decided when connect left it undecided (the
+ * offers are then kept so that a deferred cch_accept can check its choice). */
 bool cch_scope_offers_subprotocol(const cch_scope *s, const char *name);
 
 /* The subprotocol chosen by cch_accept(), or NULL. */

@@ -102,7 +102,8 @@ typedef struct cch_ws_options {
     size_t max_header_bytes;     /* request head limit (431 beyond) */
     size_t max_message_bytes;    /* client message limit (1009 beyond) */
     size_t max_connections;      /* open TCP connections (503 beyond) */
-    size_t max_outbound_bytes;   /* bytes waiting for one client (1008 beyond) */
+    size_t max_outbound_bytes;   /* bytes waiting for one client (1008 beyond; a
+                                    message queued alone always fits) */
     uint32_t handshake_timeout_ms; /* complete request head (and decision) within */
     uint32_t idle_timeout_ms;    /* ping after this much silence; CCH_WS_NO_TIMEOUT: never */
     uint32_t close_timeout_ms;   /* wait this long for the close handshake / lingering */

@@ -237,7 +237,8 @@ static void chan_purge(mem_layer *l, mem_channel *ch, uint64_t now, cch_msg **fl
 
 /* Makes room for one more entry in a ring whose slots are all used. */
 static int ring_grow(mem_channel *ch) {
-    uint32_t nsize = ch->size ? ch->size * 2 : RING_MIN;
+    uint32_t nsize = ch->size ? ch->size * 2 : RING_MIN; /* <= 2 * CAPACITY_MAX */
+    if ((uint64_t)nsize * sizeof(mem_entry) > (uint64_t)(SIZE_MAX / 2)) return CCH_ENOMEM;
     mem_entry *nr = cch__malloc(sizeof *nr * nsize);
     if (!nr) return CCH_ENOMEM;
     for (uint32_t i = 0; i < ch->count; i++) nr[i] = ch->ring[(ch->head + i) & (ch->size - 1)];

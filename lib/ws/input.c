@@ -112,7 +112,6 @@ static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *ud)
 {
-    (void)ctx;
     ws_server *s = ud;
     ws_conn *c = s->cur;
     switch (arg->opcode) {
@@ -130,8 +129,14 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     case WSLAY_PONG:
         c->flags &= (uint16_t)~WS_F_PINGED;
         break;
+    case WSLAY_PING:
+        /* wslay queued the pong: move it to our queue now, so it keeps its place
+         * among the replies to the messages around the ping. */
+        if (wslay_event_send(ctx) != 0)
+            c->in->fail_code = 1011;
+        break;
     default:
-        break; /* ping: wslay queued the pong; close: handled after recv */
+        break; /* close: handled after recv */
     }
 }
 

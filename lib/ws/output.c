@@ -311,8 +311,19 @@ int ws_out_control(ws_conn *c, int opcode, const void *payload, size_t len)
 static int over_limit(ws_conn *c, size_t add)
 {
     size_t pending = c->outq ? c->outq->bytes : 0;
-    if (pending + add <= c->srv->opts.max_outbound_bytes)
+    /* One message alone always fits: the limit bounds what piles up behind it. */
+    if (pending == 0 || pending + add <= c->srv->opts.max_outbound_bytes)
         return 0;
+    /* A burst larger than the limit within one iteration: give the socket what it
+     * takes now, so only a client that really stopped reading hits the limit. */
+    if (!c->outq->writing) {
+        ws_out_flush(c);
+        if (c->state == WS_DEAD)
+            return CCH_ECLOSED;
+        pending = c->outq ? c->outq->bytes : 0;
+        if (pending == 0 || pending + add <= c->srv->opts.max_outbound_bytes)
+            return 0;
+    }
     ws_server *s = c->srv;
     char peer[64];
     ws_conn_peer(c, peer, sizeof peer);

@@ -1,4 +1,4 @@
-/* lib/ws/ws_internal.h - the WebSocket adapter's internal types, shared by lib/ws/*.c.
+/* lib/ws/ws_internal.h - the WebSocket adapter's internal types, shared by the files of lib/ws.
  *
  * One server (ws_server) per app and loop; one ws_conn per TCP connection. A
  * connection keeps only what its current state needs: an idle WebSocket connection
@@ -18,7 +18,7 @@
 #include "cchannels/app.h"
 #include "cchannels/ws.h"
 
-typedef struct ws_server ws_server;
+typedef struct cch_ws_server ws_server;
 typedef struct ws_conn ws_conn;
 typedef struct ws_http ws_http;
 typedef struct ws_input ws_input;
@@ -49,6 +49,7 @@ enum ws_conn_flags {
     WS_F_READING = 1u << 6,      /* uv_read_start active */
     WS_F_HEAD_ONLY = 1u << 7,    /* HEAD request: no body */
     WS_F_BUSY = 1u << 8,         /* accepted beyond max_connections: 503 and close */
+    WS_F_UPGRADED = 1u << 9,     /* 101 sent (counted in ws_active) */
 };
 
 struct ws_conn {
@@ -77,7 +78,7 @@ typedef struct ws_tlist_head {
     ws_conn *head, *tail;
 } ws_tlist_head;
 
-struct ws_server {
+struct cch_ws_server {
     uv_tcp_t listener;
     uv_prepare_t prepare;        /* flushes dirty connections once per iteration */
     uv_async_t async;            /* the layer's wakeup -> cch_app_dispatch */
@@ -92,7 +93,8 @@ struct ws_server {
     cch_ws_stats stats;
 
     ws_tlist_head lists[WS_TL_COUNT];
-    uint64_t timer_due;          /* when the timer is armed for (UINT64_MAX: not armed) */
+    uint64_t timer_due;
+    size_t n_conns;              /* connections counted against max_connections */          /* when the timer is armed for (UINT64_MAX: not armed) */
 
     ws_conn **dirty;             /* connections to flush / to feed */
     uint32_t n_dirty, cap_dirty;
@@ -114,7 +116,7 @@ struct ws_server {
 
     /* life cycle */
     bool stopping;
-    bool listener_closed;
+    bool closing_handles;
     int handles_open;            /* handles of the server still to be closed */
     cch_ws_stopped_fn stopped;
     void *stopped_ud;
@@ -133,9 +135,20 @@ void ws_log(ws_server *s, int level, const char *fmt, ...)
 void ws_conn_peer(ws_conn *c, char *buf, size_t cap);
 /* Queues c for the prepare phase (flush and pending input). */
 void ws_mark_dirty(ws_conn *c);
+/* libuv read callbacks: every read lands in the server's one read buffer. */
+void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+/* Finishes a stopping server once its last connection is gone. */
+void ws_server_maybe_done(ws_server *s);
 
 /* ---- conn.c: connection life cycle ------------------------------------------- */
 ws_conn *ws_conn_new(ws_server *s);
+/* Frees a new connection whose accept failed. */
+void ws_conn_discard_new(ws_conn *c);
+/* Starts reading a new connection. */
+void ws_conn_start(ws_conn *c);
+/* The peer closed or the read failed. */
+void ws_conn_on_eof(ws_conn *c);
 /* Closes the TCP handle now; cch_conn_disconnected runs from its close callback. */
 void ws_conn_kill(ws_conn *c);
 /* Everything is said: flush, shut down writing, drain until EOF (or close_timeout). */
@@ -162,6 +175,15 @@ void ws_http_feed(ws_conn *c, const char *data, size_t len);
 void ws_http_free(ws_conn *c);
 /* Queues a complete HTTP error answer (Connection: close) and lingers. */
 void ws_http_error(ws_conn *c, int status, const char *extra_headers);
+/* The transport's accept (queues 101) and reject. */
+int ws_http_accept(ws_conn *c, const char *subprotocol);
+int ws_http_reject(ws_conn *c, int status);
+/* Frees the request when nothing needs it any more. */
+void ws_http_release(ws_conn *c);
+/* The file being sent: set it, get it (false when none), end it. */
+void ws_http_set_file(ws_conn *c, int fd, uint64_t size);
+bool ws_http_file_next(ws_conn *c, int *fd, uint64_t **left);
+void ws_http_file_done(ws_conn *c);
 /* The reason phrase of an HTTP status ("Not Found"). */
 const char *ws_http_reason(int status);
 /* Sec-WebSocket-Accept for `key` (len bytes) into out[29]. Returns 0 or CCH_EIO. */

@@ -59,17 +59,21 @@ let context = null;
 let profile = null;
 let serverLog = '';
 
+// Closes the browser and stops the server; returns the server's exit code (0 after
+// SIGTERM is a clean shutdown).
 async function cleanup() {
   if (context) await context.close().catch(() => {});
   context = null;
+  let code = null;
   if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.once('exit', r));
+    const exited = new Promise((r) => server.once('exit', (c) => r(c)));
     server.kill('SIGTERM');
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-    if (server.exitCode === null) server.kill('SIGKILL');
+    code = await Promise.race([exited, new Promise((r) => setTimeout(() => r(null), 10_000))]);
+    if (code === null) server.kill('SIGKILL');
   }
   if (profile) rmSync(profile, { recursive: true, force: true });
   profile = null;
+  return code;
 }
 
 async function startServer() {
@@ -184,12 +188,16 @@ async function main() {
 let status = 0;
 try {
   await main();
-  console.log('PASS');
 } catch (e) {
   console.error('FAIL: ' + (e && e.stack ? e.stack : e));
-  console.error('--- server log ---\n' + serverLog);
   status = 1;
 }
-await cleanup();
+const code = await cleanup();
+if (status === 0 && (code !== 0 || /Sanitizer|runtime error:/.test(serverLog))) {
+  console.error(`FAIL: the server did not shut down cleanly (exit code ${code})`);
+  status = 1;
+}
+if (status !== 0) console.error('--- server log ---\n' + serverLog);
+else console.log('PASS');
 clearTimeout(deadline);
 process.exit(status);

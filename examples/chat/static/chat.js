@@ -189,6 +189,10 @@ socket.onclose = (e) => {
     setStatus('disconnected', 'closed');
     notice('Disconnected (' + why + ').', 'closed');
   }
+  const back = document.createElement('a');
+  back.href = '/';
+  back.textContent = 'Pick a room';
+  addEntry('notice', []).appendChild(back);
 };
 
 document.getElementById('chat-form').addEventListener('submit', (e) => {
