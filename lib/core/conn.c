@@ -10,6 +10,7 @@
 
 #include "alloc.h"
 #include "app_internal.h"
+#include "msg_internal.h"
 #include "cchannels/consumer.h"
 #include "cchannels/error.h"
 #include "cchannels/layer.h"
@@ -251,38 +252,53 @@ int cch_send_body(cch_conn *c, const cch_msg *m) {
 
 /* ---- built-in handlers ------------------------------------------------------------ */
 
-void cch__conn_builtin_send(cch_conn *c, const cch_msg *m) {
+/* websocket.send's decoded "text" is derived once per message and kept on it as an
+ * attachment: a raw message whose body is the text. Every member then sends it with
+ * cch_send_body, so the transport frames it once for the whole group, as it does a
+ * body, instead of decoding and copying it per member. */
+static const char builtin_text_key;
+
+static void unref_attached(void *msg) { cch_msg_unref(msg); }
+
+/* The attached text message of `m`, made on first use. NULL when the body has no
+ * string "text" (*err CCH_EBODY) or on CCH_ENOMEM. */
+static const cch_msg *builtin_text(const cch_msg *m, int *err) {
+    const cch_msg *text = cch_msg_attachment(m, &builtin_text_key);
+    if (text) return text;
     const char *raw;
     size_t rlen;
-    if (cch_msg_field_raw(m, "text", &raw, &rlen) < 0 || rlen < 2 || raw[0] != '"') {
-        c->app->stats.handler_errors++;
-        cch__app_log(c->app, CCH_LOG_WARN, "websocket.send to %s without a string \"text\"",
-                     c->channel);
+    *err = CCH_EBODY;
+    if (cch_msg_field_raw(m, "text", &raw, &rlen) < 0 || rlen < 2 || raw[0] != '"')
+        return NULL;
+    /* A decoded JSON string is never longer than its source text. */
+    char *buf = cch__malloc(rlen + 1);
+    *err = CCH_ENOMEM;
+    if (!buf) return NULL;
+    int n = cch_msg_field_string(m, "text", buf, rlen + 1);
+    cch_msg *made = NULL;
+    *err = n < 0 ? n : cch__msg_create_raw(&made, "websocket.send", buf, (size_t)n);
+    cch__free(buf);
+    if (!made) return NULL;
+    const cch_msg *won = cch_msg_attach(m, &builtin_text_key, made, unref_attached);
+    if (won != made) cch_msg_unref(made); /* lost the race, or out of memory */
+    *err = CCH_ENOMEM;
+    return won;
+}
+
+void cch__conn_builtin_send(cch_conn *c, const cch_msg *m) {
+    int err = 0;
+    const cch_msg *text = builtin_text(m, &err);
+    if (!text) {
+        if (err != CCH_ENOMEM) c->app->stats.handler_errors++;
+        cch__app_log(c->app, err == CCH_ENOMEM ? CCH_LOG_ERROR : CCH_LOG_WARN,
+                     "websocket.send to %s: %s", c->channel,
+                     err == CCH_ENOMEM ? "out of memory" : "no string \"text\" in the body");
         return;
     }
-    char small[1024];
-    char *buf = small;
-    /* A decoded JSON string is never longer than its source text. */
-    if (rlen + 1 > sizeof small) {
-        buf = cch__malloc(rlen + 1);
-        if (!buf) {
-            cch__app_log(c->app, CCH_LOG_ERROR, "websocket.send to %s: out of memory",
-                         c->channel);
-            return;
-        }
-    }
-    int n = cch_msg_field_string(m, "text", buf, buf == small ? sizeof small : rlen + 1);
-    if (n < 0) {
-        c->app->stats.handler_errors++;
-        cch__app_log(c->app, CCH_LOG_WARN, "websocket.send to %s: bad \"text\": %s",
-                     c->channel, cch_strerror(n));
-    } else {
-        int rc = cch_send_text(c, buf, (size_t)n);
-        if (rc < 0)
-            cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.send to %s failed: %s", c->channel,
-                         cch_strerror(rc));
-    }
-    if (buf != small) cch__free(buf);
+    int rc = cch_send_body(c, text);
+    if (rc < 0)
+        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.send to %s failed: %s", c->channel,
+                     cch_strerror(rc));
 }
 
 void cch__conn_builtin_close(cch_conn *c, const cch_msg *m) {

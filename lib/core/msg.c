@@ -40,6 +40,25 @@ static bool valid_type(const char *type, size_t *len) {
     return n > 0;
 }
 
+/* Allocates a message holding `type` and `len` bytes of body, unchecked. */
+static int msg_alloc(cch_msg **out, const char *type, size_t type_len, const char *body,
+                     size_t len) {
+    size_t fixed = sizeof(cch_msg) + type_len + 2;
+    if (len > SIZE_MAX - fixed) return CCH_ENOMEM;
+    cch_msg *m = cch__malloc(fixed + len);
+    if (!m) return CCH_ENOMEM;
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->attach, NULL);
+    m->free_next = NULL;
+    m->type_len = type_len;
+    m->body_len = len;
+    memcpy(m->data, type, type_len + 1);
+    if (len) memcpy(m->data + type_len + 1, body, len);
+    m->data[type_len + 1 + len] = '\0';
+    *out = m;
+    return 0;
+}
+
 int cch_msg_create(cch_msg **out, const char *type, const char *body, size_t len) {
     if (!out) return CCH_EINVAL;
     *out = NULL;
@@ -53,20 +72,14 @@ int cch_msg_create(cch_msg **out, const char *type, const char *body, size_t len
     } else if (cch__json_check_object(body, len) != 0) {
         return CCH_EBODY;
     }
-    size_t fixed = sizeof(cch_msg) + type_len + 2;
-    if (len > SIZE_MAX - fixed) return CCH_ENOMEM;
-    cch_msg *m = cch__malloc(fixed + len);
-    if (!m) return CCH_ENOMEM;
-    atomic_init(&m->refs, 1);
-    atomic_init(&m->attach, NULL);
-    m->free_next = NULL;
-    m->type_len = type_len;
-    m->body_len = len;
-    memcpy(m->data, type, type_len + 1);
-    memcpy(m->data + type_len + 1, body, len);
-    m->data[type_len + 1 + len] = '\0';
-    *out = m;
-    return 0;
+    return msg_alloc(out, type, type_len, body, len);
+}
+
+int cch__msg_create_raw(cch_msg **out, const char *type, const char *body, size_t len) {
+    *out = NULL;
+    size_t type_len;
+    if (!valid_type(type, &type_len)) return CCH_ENAME;
+    return msg_alloc(out, type, type_len, body, len);
 }
 
 cch_msg *cch_msg_new(const char *type, const char *body, size_t len) {

@@ -21,6 +21,11 @@ void cch__msg_unref_deferred(const cch_msg *m, cch_msg **free_list);
 /* Frees every message on a list built by cch__msg_unref_deferred. NULL is fine. */
 void cch__msg_free_list(cch_msg *list);
 
+/* Creates a message whose body is `len` arbitrary bytes (not checked as JSON): a
+ * payload derived from another message that a transport frames like a body, such as
+ * websocket.send's decoded "text". Returns 0, CCH_ENAME, CCH_ENOMEM. */
+int cch__msg_create_raw(cch_msg **out, const char *type, const char *body, size_t len);
+
 /* The current reference count (for tests and assertions; racy by nature). */
 size_t cch__msg_refs(const cch_msg *m);
 
