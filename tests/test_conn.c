@@ -753,6 +753,30 @@ static void test_builtin_send(void **state) {
     cch_conn_disconnected(c, 1000);
 }
 
+/* websocket.send to a group: the text is decoded once, and every member's transport
+ * gets the same derived message (so the adapter frames it once). */
+static void test_builtin_send_shared_by_group(void **state) {
+    fx *f = *state;
+    fx_tp t[3] = {{0}};
+    cch_conn *c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = open_conn(f, &t[i], "/ws/chat/a/", NULL);
+        assert_int_equal(cch_group_add(c[i], "shared"), 0);
+    }
+    cch_msg *m = msg("websocket.send", "{\"text\":\"to all \\u00e9\"}");
+    assert_int_equal(cch_group_send(c[0], "shared", m), 0);
+    assert_int_equal(cch_app_dispatch(f->app, 0), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(t[i].sends, 1);
+        assert_true(t[i].frames[0].via_body);
+        assert_string_equal(t[i].frames[0].data, "to all \xc3\xa9");
+        assert_ptr_equal(t[i].last_body, t[0].last_body);
+    }
+    assert_ptr_not_equal(t[0].last_body, m);
+    cch_msg_unref(m);
+    for (int i = 0; i < 3; i++) cch_conn_disconnected(c[i], 1000);
+}
+
 static void test_builtin_close(void **state) {
     fx *f = *state;
     struct {
@@ -1037,6 +1061,7 @@ int main(void) {
         T(test_group_send_and_channel_send),
         T(test_groups_in_disconnect),
         T(test_builtin_send),
+        T(test_builtin_send_shared_by_group),
         T(test_builtin_close),
         T(test_dropped_when_closing),
         T(test_pending_gets_messages),
