@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,14 +331,130 @@ static void test_client_on_same_loop(void **state)
     assert_int_equal(cch_app_free(app), 0);
 }
 
+/* ---- out of memory while serving: no crash, no leak, every connection ends --- */
+
+typedef struct tolerant {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_timer_t guard;
+    cch_ws_server *server;
+    char in[8192];
+    size_t in_len;
+    bool done, timed_out;
+    char wbuf[512];
+} tolerant;
+
+static void tolerant_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
+{
+    (void)sz;
+    tolerant *t = h->data;
+    if (t->in_len == sizeof t->in)
+        t->in_len = 0; /* only the outcome matters, not every byte */
+    *buf = uv_buf_init(t->in + t->in_len, (unsigned)(sizeof t->in - t->in_len));
+}
+
+static void tolerant_finish(tolerant *t)
+{
+    if (t->done)
+        return;
+    t->done = true;
+    uv_close((uv_handle_t *)&t->tcp, NULL);
+    uv_close((uv_handle_t *)&t->guard, NULL);
+    alloc_budget = -1;
+    cch_ws_server_stop(t->server, NULL, NULL);
+}
+
+static void tolerant_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    (void)buf;
+    tolerant *t = st->data;
+    if (nread < 0) {
+        tolerant_finish(t); /* the server ended the connection: any outcome is fine */
+        return;
+    }
+    t->in_len += (size_t)nread;
+}
+
+static void tolerant_timeout(uv_timer_t *tm)
+{
+    tolerant *t = tm->data;
+    t->timed_out = true;
+    tolerant_finish(t);
+}
+
+static void tolerant_connected(uv_connect_t *req, int status)
+{
+    tolerant *t = req->data;
+    if (status < 0) {
+        tolerant_finish(t);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&t->tcp, tolerant_alloc, tolerant_read);
+    /* Handshake, a text message, a ping, and a close, all at once. */
+    const char *hs = "GET /ws/echo/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n";
+    size_t n = strlen(hs);
+    memcpy(t->wbuf, hs, n);
+    const unsigned char frames[] = {0x81, 0x85, 0, 0, 0, 0, 'h', 'e', 'l', 'l', 'o',
+                                    0x89, 0x80, 0, 0, 0, 0,
+                                    0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
+    memcpy(t->wbuf + n, frames, sizeof frames);
+    uv_buf_t b = uv_buf_init(t->wbuf, (unsigned)(n + sizeof frames));
+    uv_write(&t->write, (uv_stream_t *)&t->tcp, &b, 1, NULL);
+}
+
+static void test_traffic_enomem(void **state)
+{
+    (void)state;
+    cch_replace_allocator(f_malloc, f_realloc, f_calloc, free);
+    long first_complete = -1;
+    for (long n = 0; n < 120; n++) {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        cch_app *app = new_app();
+        cch_ws_server *s = NULL;
+        cch_ws_options o = {.host = "127.0.0.1", .port = CCH_WS_ANY_PORT, .close_timeout_ms = 200};
+        assert_int_equal(cch_ws_server_start(&s, app, &loop, &o), 0);
+        tolerant t = {.server = s};
+        uv_tcp_init(&loop, &t.tcp);
+        uv_timer_init(&loop, &t.guard);
+        t.tcp.data = t.guard.data = t.connect.data = &t;
+        uv_timer_start(&t.guard, tolerant_timeout, 5000, 0);
+        struct sockaddr_in addr;
+        uv_ip4_addr("127.0.0.1", cch_ws_server_port(s), &addr);
+        assert_int_equal(uv_tcp_connect(&t.connect, &t.tcp, (struct sockaddr *)&addr, tolerant_connected), 0);
+        alloc_budget = n; /* the server gets n more allocations */
+        close_loop(&loop);
+        alloc_budget = -1;
+        if (t.timed_out)
+            fprintf(stderr, "budget %ld: the connection hung\n", n);
+        assert_false(t.timed_out); /* no connection is left hanging */
+        if (t.in_len >= 13 && memcmp(t.in, "HTTP/1.1 101 ", 13) == 0 &&
+            memmem(t.in, t.in_len, "\x81\x05hello", 7) && memmem(t.in, t.in_len, "\x88\x02\x03\xe8", 4) &&
+            first_complete < 0)
+            first_complete = n;
+        cch_app_stats as;
+        cch_app_stats_get(app, &as);
+        assert_int_equal(as.connections_active, 0);
+        assert_int_equal(cch_app_free(app), 0);
+    }
+    /* With enough memory the exchange succeeds, and every budget below was tried. */
+    assert_true(first_complete >= 0 && first_complete < 100);
+    cch_replace_allocator(malloc, realloc, calloc, free);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as cchannels/ws.h asks of hosts */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_invalid),
         cmocka_unit_test(test_start_stop),
         cmocka_unit_test(test_start_ipv6),
         cmocka_unit_test(test_start_enomem),
         cmocka_unit_test(test_client_on_same_loop),
+        cmocka_unit_test(test_traffic_enomem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

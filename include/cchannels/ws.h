@@ -78,7 +78,7 @@ typedef struct cch_ws_server cch_ws_server;
 #define CCH_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define CCH_WS_DEFAULT_IDLE_TIMEOUT_MS 60000u
 #define CCH_WS_DEFAULT_CLOSE_TIMEOUT_MS 5000u
-#define CCH_WS_DEFAULT_DISPATCH_BATCH 256u
+#define CCH_WS_DEFAULT_DISPATCH_BATCH 1024u
 
 /* `port` value asking the system for any free port (read it with
  * cch_ws_server_port()). */
@@ -100,7 +100,7 @@ typedef struct cch_ws_options {
                                     (such requests get 404) */
     int backlog;                 /* listen(2) backlog; default 511 */
     size_t max_header_bytes;     /* request head limit (431 beyond) */
-    size_t max_message_bytes;    /* client message limit (1009 beyond) */
+    size_t max_message_bytes;    /* client message limit (1009 beyond); at most 1 GiB */
     size_t max_connections;      /* open TCP connections (503 beyond) */
     size_t max_outbound_bytes;   /* bytes waiting for one client (1008 beyond; a
                                     message queued alone always fits) */
@@ -147,13 +147,17 @@ typedef struct cch_ws_stats {
 /* Starts a server for `app` on the host's `loop`: binds and listens (the address
  * comes from opts->host and opts->port), and sets the app's wakeup callback to wake
  * `loop`. `opts` may be NULL (all defaults) and is copied. The app and the loop are
- * borrowed: both must outlive the server; one server per app.
+ * borrowed: both must outlive the server; one server per app. As for any libuv
+ * server, the host must ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)): a client that
+ * resets the connection while we write would otherwise end the process.
  *
  * Returns 0 and sets *out (the server belongs to the loop; end it with
  * cch_ws_server_stop), or CCH_EINVAL (NULL out/app/loop, a bad option such as an
  * unparsable host or a port out of range, a static_dir that is not a directory),
  * CCH_EIO (bind or listen failed: the reason is logged), CCH_ENOMEM. On failure
- * *out is NULL and nothing is left on the loop. */
+ * *out is NULL and nothing is left on the loop (in the one case where libuv refuses
+ * an already listening socket, the server's handles are left closing: running the
+ * loop frees them). */
 int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loop,
                         const cch_ws_options *opts);
 
@@ -178,7 +182,8 @@ int cch_ws_server_stop(cch_ws_server *s, cch_ws_stopped_fn done, void *ud);
 
 /* Runs `app` as a WebSocket server on a loop of its own until SIGINT or SIGTERM,
  * then stops it gracefully (see cch_ws_server_stop; a second signal drops the
- * remaining connections). The app is borrowed and not freed. `opts` may be NULL.
+ * remaining connections). SIGPIPE is ignored while it runs. The app is borrowed and
+ * not freed (free it after this returns). `opts` may be NULL.
  * Returns 0 after a signal-driven shutdown, or the error of cch_ws_server_start
  * (CCH_EINVAL, CCH_EIO, CCH_ENOMEM). */
 int cch_ws_run(cch_app *app, const cch_ws_options *opts);

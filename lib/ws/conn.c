@@ -39,7 +39,10 @@ static void close_cb(uv_handle_t *h)
     s->stats.tcp_active--;
     if (!(c->flags & WS_F_BUSY))
         s->n_conns--;
-    cch__free(c);
+    if (c->flags & WS_F_DIRTY)
+        c->flags |= WS_F_FREE_ME; /* still on the dirty list: freed from there */
+    else
+        cch__free(c);
     ws_server_maybe_done(s);
 }
 
@@ -75,10 +78,6 @@ void ws_conn_kill(ws_conn *c)
     ws_server *s = c->srv;
     c->state = WS_DEAD;
     ws_timer_set(c, WS_TL_NONE, 0);
-    if (c->flags & WS_F_DIRTY) {
-        s->dirty[c->dirty_idx] = NULL;
-        c->flags &= (uint16_t)~WS_F_DIRTY;
-    }
     if (s->cur != c)
         ws_input_free(c); /* else input.c frees it when wslay returns */
     ws_http_free(c);

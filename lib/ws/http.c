@@ -39,6 +39,7 @@ struct ws_http {
     bool complete;
     bool too_many;
     bool in_open;                /* cch_conn_open is running: keep this alive */
+    bool free_pending;           /* freed while in_open: free when it returns */
     char accept_key[29];
     int fd;                      /* a static file being sent, or -1 */
     uint64_t file_left;
@@ -233,6 +234,10 @@ void ws_http_free(ws_conn *c)
     ws_http *h = c->http;
     if (!h)
         return;
+    if (h->in_open) {
+        h->free_pending = true; /* the connection died inside cch_conn_open */
+        return;
+    }
     if (h->fd >= 0)
         close(h->fd);
     cch__free(h->buf);
@@ -424,8 +429,14 @@ static void upgrade(ws_conn *c, char *path, char *query)
     h->in_open = true;
     int rc = cch_conn_open(s->app, &req, &ws_transport, c, &c->cc);
     h->in_open = false;
-    if (rc < 0) {
+    if (rc < 0)
         c->cc = NULL;
+    if (h->free_pending || c->state == WS_DEAD) {
+        /* Killed meanwhile (the server stopped from inside connect, say). */
+        ws_http_free(c);
+        return;
+    }
+    if (rc < 0) {
         ws_log(s, CCH_LOG_ERROR, "cannot open a connection for %s: %s", path, cch_strerror(rc));
         ws_http_error(c, 500, NULL);
         return;
@@ -466,8 +477,12 @@ int ws_http_accept(ws_conn *c, const char *subprotocol)
     if (n < 0 || (size_t)n >= sizeof buf)
         return CCH_EINVAL;
     int rc = ws_out_raw(c, buf, (size_t)n);
-    if (rc < 0)
+    if (rc < 0) {
+        /* No memory for the answer: no answer will do; drop the connection. */
+        ws_log(c->srv, CCH_LOG_ERROR, "out of memory: dropping a connection in its handshake");
+        ws_conn_kill(c);
         return CCH_ETRANSPORT;
+    }
     log_answer(c, 101);
     bool was_deciding = c->state == WS_DECIDING;
     ws_conn_opened(c);

@@ -351,6 +351,8 @@ int ws_out_send(ws_conn *c, const void *data, size_t len, bool binary)
         return rc;
     if (len && !data)
         return CCH_EINVAL;
+    if (len > UINT32_MAX - 16)
+        return CCH_ETOOBIG; /* one frame must fit a uv_buf_t */
     uint8_t hdr[10];
     size_t hlen = ws_frame_header(hdr, binary ? 2 : 1, len);
     if ((rc = over_limit(c, hlen + len)) < 0)
@@ -374,6 +376,8 @@ int ws_out_send_body(ws_conn *c, const cch_msg *m)
         s->stats.frames_shared++;
     } else {
         size_t blen = cch_msg_body_len(m);
+        if (blen > UINT32_MAX - 16)
+            return CCH_ETOOBIG;
         uint8_t hdr[10];
         size_t hlen = ws_frame_header(hdr, 1, blen);
         ws_shared_frame *nf = cch__malloc(sizeof *nf + hlen + blen);

@@ -58,39 +58,49 @@ void ws_mark_dirty(ws_conn *c)
     ws_server *s = c->srv;
     if ((c->flags & WS_F_DIRTY) || c->state == WS_DEAD)
         return;
-    if (s->n_dirty == s->cap_dirty) {
-        uint32_t nc = s->cap_dirty ? s->cap_dirty * 2 : 64;
-        ws_conn **n = cch__realloc(s->dirty, nc * sizeof *n);
-        if (!n) {
-            /* Cannot defer: write now (output stays ordered; input waits). */
-            ws_log(s, CCH_LOG_ERROR, "out of memory: flushing immediately");
-            ws_out_flush(c);
-            return;
-        }
-        s->dirty = n;
-        s->cap_dirty = nc;
-    }
-    c->dirty_idx = s->n_dirty;
-    s->dirty[s->n_dirty++] = c;
     c->flags |= WS_F_DIRTY;
+    c->dnext = NULL;
+    if (s->dirty_tail)
+        s->dirty_tail->dnext = c;
+    else
+        s->dirty_head = c;
+    s->dirty_tail = c;
+}
+
+/* Takes the first connection off the dirty list; a connection closed meanwhile is
+ * freed here (its close callback left that to us). */
+static ws_conn *dirty_pop(ws_server *s)
+{
+    for (;;) {
+        ws_conn *c = s->dirty_head;
+        if (!c)
+            return NULL;
+        s->dirty_head = c->dnext;
+        if (!s->dirty_head)
+            s->dirty_tail = NULL;
+        c->dnext = NULL;
+        c->flags &= (uint16_t)~WS_F_DIRTY;
+        if (c->flags & WS_F_FREE_ME) {
+            cch__free(c);
+            continue;
+        }
+        return c;
+    }
 }
 
 static void prepare_cb(uv_prepare_t *p)
 {
     ws_server *s = p->data;
-    /* Entries appended while this runs are processed in the same pass. */
-    for (uint32_t i = 0; i < s->n_dirty; i++) {
-        ws_conn *c = s->dirty[i];
-        if (!c)
+    /* Connections marked while this runs are processed in the same pass. */
+    ws_conn *c;
+    while ((c = dirty_pop(s)) != NULL) {
+        if (c->state == WS_DEAD)
             continue;
-        s->dirty[i] = NULL;
-        c->flags &= (uint16_t)~WS_F_DIRTY;
         if (c->flags & WS_F_PENDING_INPUT)
             ws_conn_pending_input(c);
         if (c->state != WS_DEAD && !(c->flags & WS_F_DIRTY))
             ws_out_flush(c);
     }
-    s->n_dirty = 0;
 }
 
 /* ---- dispatch -------------------------------------------------------------------- */
@@ -134,6 +144,37 @@ void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- accepting ------------------------------------------------------------------- */
 
+static void handle_closed(uv_handle_t *h);
+static void reject_unallocated(ws_server *s);
+
+static void spare_closed(uv_handle_t *h)
+{
+    ws_server *s = h->data;
+    s->spare_busy = false;
+    if (s->accept_pending && !s->stopping) {
+        s->accept_pending = false;
+        reject_unallocated(s);
+    }
+    handle_closed(h);
+}
+
+/* No memory for a connection: libuv pauses the listener until we accept, so accept
+ * into the server's spare handle and close it at once. */
+static void reject_unallocated(ws_server *s)
+{
+    if (s->spare_busy) {
+        s->accept_pending = true;
+        return;
+    }
+    if (uv_tcp_init(s->loop, &s->spare) != 0)
+        return;
+    s->spare.data = s;
+    s->spare_busy = true;
+    s->handles_open++;
+    uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&s->spare);
+    uv_close((uv_handle_t *)&s->spare, spare_closed);
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     ws_server *s = listener->data;
@@ -143,7 +184,8 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     ws_conn *c = ws_conn_new(s);
     if (!c) {
-        ws_log(s, CCH_LOG_ERROR, "out of memory: cannot accept");
+        ws_log(s, CCH_LOG_ERROR, "out of memory: dropping a new connection");
+        reject_unallocated(s);
         return;
     }
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
@@ -186,6 +228,8 @@ static int apply_options(ws_server *s, const cch_ws_options *in)
         return CCH_EINVAL;
     if (!o.max_message_bytes)
         o.max_message_bytes = CCH_WS_DEFAULT_MAX_MESSAGE_BYTES;
+    if (o.max_message_bytes > (size_t)1 << 30)
+        return CCH_EINVAL; /* one frame must fit a uv_buf_t */
     if (!o.max_connections)
         o.max_connections = CCH_WS_DEFAULT_MAX_CONNECTIONS;
     if (!o.max_outbound_bytes)
@@ -274,7 +318,8 @@ static void free_server(ws_server *s)
     ws_input_free_spare(s);
     ws_out_free_pools(s);
     cch__free(s->read_buf);
-    cch__free(s->dirty);
+    while (dirty_pop(s))
+        ;
     cch__free(s->host);
     cch__free(s->static_dir);
     cch__free(s);

@@ -157,7 +157,7 @@ void ws_static_serve(ws_conn *c, const char *raw_path)
         ws_http_error(c, 404, NULL);
         return;
     }
-    int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(resolved, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0) {
         ws_http_error(c, errno == EACCES ? 403 : 404, NULL);
         return;

@@ -50,6 +50,7 @@ enum ws_conn_flags {
     WS_F_HEAD_ONLY = 1u << 7,    /* HEAD request: no body */
     WS_F_BUSY = 1u << 8,         /* accepted beyond max_connections: 503 and close */
     WS_F_UPGRADED = 1u << 9,     /* 101 sent (counted in ws_active) */
+    WS_F_FREE_ME = 1u << 10,     /* closed while on the dirty list: freed from there */
 };
 
 struct ws_conn {
@@ -61,7 +62,7 @@ struct ws_conn {
     ws_outq *outq;               /* NULL while nothing is waiting to be written */
     ws_input *in;                /* NULL unless a frame or message is unfinished */
     ws_http *http;               /* NULL unless handshaking or serving a file */
-    uint32_t dirty_idx;          /* index in srv->dirty while WS_F_DIRTY */
+    ws_conn *dnext;              /* next on the server's dirty list */
     uint16_t flags;
     uint16_t code_sent;          /* close code we sent (0: none) */
     uint16_t code_recv;          /* close code received (1005: none given) */
@@ -83,6 +84,8 @@ struct cch_ws_server {
     uv_prepare_t prepare;        /* flushes dirty connections once per iteration */
     uv_async_t async;            /* the layer's wakeup -> cch_app_dispatch */
     uv_timer_t timer;            /* the earliest deadline of the lists */
+    uv_tcp_t spare;              /* accepts and closes a client we have no memory for */
+    bool spare_busy, accept_pending;
     uv_loop_t *loop;
     cch_app *app;
     cch_ws_options opts;         /* defaults applied; strings point into the copies */
@@ -93,19 +96,17 @@ struct cch_ws_server {
     cch_ws_stats stats;
 
     ws_tlist_head lists[WS_TL_COUNT];
-    uint64_t timer_due;
-    size_t n_conns;              /* connections counted against max_connections */          /* when the timer is armed for (UINT64_MAX: not armed) */
+    uint64_t timer_due;          /* when the timer is armed for (UINT64_MAX: not armed) */
+    size_t n_conns;              /* connections counted against max_connections */
 
-    ws_conn **dirty;             /* connections to flush / to feed */
-    uint32_t n_dirty, cap_dirty;
+    ws_conn *dirty_head, *dirty_tail; /* connections to flush / to feed, FIFO */
 
     /* input: one read buffer per server, handed to every read */
     char *read_buf;
-    bool read_buf_busy;
     ws_conn *cur;                /* connection being parsed by wslay right now */
     const uint8_t *cur_data;
     size_t cur_len, cur_off;
-    void *spare_ctx;             /* one clean wslay context kept for reuse */
+    ws_input *spare_ctx;         /* one clean wslay parser kept for reuse */
 
     /* output: pools of queue parts, and the scratch iovec for one writev */
     ws_qblock *free_blocks;
@@ -122,7 +123,6 @@ struct cch_ws_server {
     void *stopped_ud;
     void (*gone_hook)(void *ud); /* cch_ws_run's: closes its signal handles */
     void *gone_ud;
-    bool dispatching;
 };
 
 /* ---- server.c ------------------------------------------------------------------ */
@@ -133,7 +133,7 @@ void ws_log(ws_server *s, int level, const char *fmt, ...)
     ;
 /* "ip:port" of the peer into buf (for logs). */
 void ws_conn_peer(ws_conn *c, char *buf, size_t cap);
-/* Queues c for the prepare phase (flush and pending input). */
+/* Queues c for the prepare phase (flush and pending input). Never fails. */
 void ws_mark_dirty(ws_conn *c);
 /* libuv read callbacks: every read lands in the server's one read buffer. */
 void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

@@ -138,6 +138,20 @@ class Close(unittest.TestCase):
         ws2 = self.connect()
         ws2.close()
 
+    def test_client_resets_while_server_writes(self):
+        # The server is writing a large echo when the client resets: the write fails
+        # (EPIPE / ECONNRESET) and the server must carry on (no SIGPIPE death).
+        for _ in range(5):
+            ws = self.connect()
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            ws.send(w.OP_BINARY, b"z" * (1024 * 1024))
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            ws.sock.close()
+        ws2 = self.connect()
+        ws2.send_text("alive")
+        self.assertEqual(ws2.recv_message(), (w.OP_TEXT, b"alive"))
+        ws2.close()
+
     def test_client_half_close_without_frame(self):
         ws = self.connect()
         ws.sock.shutdown(socket.SHUT_WR)

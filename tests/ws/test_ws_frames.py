@@ -8,10 +8,16 @@ continuation with nothing to continue, a new message inside a fragmented one, an
 lengths not in their shortest form.
 """
 
+import asyncio
 import os
 import socket
 import struct
 import unittest
+
+try:
+    import websockets
+except ImportError:  # Debian's python3-websockets is optional for this suite
+    websockets = None
 
 import wsclient as w
 
@@ -227,6 +233,58 @@ class Framing(unittest.TestCase):
         stats = self.srv.stats()
         self.assertGreater(stats["closed_protocol"], 0)
         self.assertEqual(stats["input_contexts"], 0)
+
+
+@unittest.skipIf(websockets is None, "python3-websockets is not installed")
+class Interop(unittest.TestCase):
+    """An independent client (python3-websockets) checks our frames and close."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = w.Server()
+        cls.port = cls.srv.port
+
+    @classmethod
+    def tearDownClass(cls):
+        code, err = cls.srv.stop()
+        assert code == 0, err[-3000:]
+
+    def test_echo_ping_close(self):
+        async def run():
+            uri = "ws://127.0.0.1:%d/ws/echo/" % self.port
+            async with websockets.connect(uri, max_size=2 * 1024 * 1024) as ws:
+                for n in (0, 125, 126, 65536, 1024 * 1024):
+                    await ws.send("t" * n)
+                    self.assertEqual(await ws.recv(), "t" * n)
+                    data = os.urandom(n)
+                    await ws.send(data)
+                    self.assertEqual(await ws.recv(), data)
+                pong = await ws.ping(b"abc")
+                await asyncio.wait_for(pong, 10)
+                await ws.close(4001, "done")
+                self.assertEqual(ws.close_code, 4001)
+
+        asyncio.run(asyncio.wait_for(run(), 60))
+
+    def test_subprotocol(self):
+        async def run():
+            uri = "ws://127.0.0.1:%d/ws/proto/" % self.port
+            async with websockets.connect(uri, subprotocols=["superchat", "chat"]) as ws:
+                self.assertEqual(ws.subprotocol, "chat")
+
+        asyncio.run(asyncio.wait_for(run(), 30))
+
+    def test_server_close_code(self):
+        async def run():
+            uri = "ws://127.0.0.1:%d/ws/cmd/" % self.port
+            async with websockets.connect(uri) as ws:
+                await ws.send("close 4002 bye")
+                with self.assertRaises(websockets.ConnectionClosed) as cm:
+                    await ws.recv()
+                self.assertEqual(cm.exception.rcvd.code, 4002)
+                self.assertEqual(cm.exception.rcvd.reason, "bye")
+
+        asyncio.run(asyncio.wait_for(run(), 30))
 
 
 if __name__ == "__main__":

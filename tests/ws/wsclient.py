@@ -71,13 +71,21 @@ class Server:
         """Signals the server and returns (exit code, stderr text)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout=30):
+        """Waits for the server to exit; returns (exit code, stderr text)."""
         try:
             _, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
             return -999, err.decode(errors="replace")
-        return self.proc.returncode, err.decode(errors="replace")
+        text = err.decode(errors="replace")
+        for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
+            if marker in text:
+                return -998, text  # a sanitizer report fails the test
+        return self.proc.returncode, text
 
     def stats(self):
         ws = WS.connect(self.port, "/ws/stats/")
