@@ -1,0 +1,314 @@
+/* lib/redis/redis_internal.h - internal: the Redis layer's shared structures.
+ *
+ * Split by concept:
+ *   redis_layer.c   the layer operations (what app threads call), creation, stats
+ *   redis_io.c      the I/O thread: loop, connections, reconnect, operation queue
+ *   redis_core.c    channels_redis.core: commands, group_send fan-out, the pop loop
+ *   redis_pubsub.c  channels_redis.pubsub: PUBLISH / (P)SUBSCRIBE
+ *   redis_codec.c   msgpack <-> {type, JSON body}, the consistent hash, scores
+ *   redis_conf.c    URLs, options, per-channel capacities
+ *
+ * Locking: `lock` guards the operation queue, the counters and the name sets
+ * (owned channels, queue keys, groups, fetches). The in-memory layer has its own
+ * lock; ours may be held while calling it (never the other way round). hiredis
+ * contexts and everything marked "I/O thread" are touched by the I/O thread only. */
+#ifndef CCH_REDIS_INTERNAL_H
+#define CCH_REDIS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <msgpack.h>
+#include <uv.h>
+
+#include "alloc.h" /* before uthash.h */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#include "cchannels/layer_impl.h"
+#include "cchannels/redis_layer.h"
+
+#define RL_RANDOM_PREFIX 12        /* bytes before the msgpack map */
+#define RL_ASGI_CHANNEL "__asgi_channel__"
+#define RL_POP_TIMEOUT "5"         /* BZPOPMIN timeout, seconds, as channels_redis */
+#define RL_DRAIN_BATCH 128         /* ZPOPMIN count after a BZPOPMIN */
+
+/* ---- a growable byte buffer (cch__ allocator) ------------------------------------ */
+
+typedef struct rl_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} rl_buf;
+
+void rl_buf_free(rl_buf *b);
+bool rl_buf_put(rl_buf *b, const void *data, size_t n);
+bool rl_buf_putc(rl_buf *b, char c);
+bool rl_buf_printf(rl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- codec (redis_codec.c) --------------------------------------------------------- */
+
+/* A message body as msgpack map entries (key, value, key, value...), without the map
+ * header: built once per message and attached to it. */
+typedef struct rl_body {
+    uint32_t n;      /* entries */
+    size_t len;
+    char data[];
+} rl_body;
+
+/* The encoded body of `m`, from its attachment or parsed now (with jansson) and
+ * attached. Returns 0 and *out (owned by the message), CCH_EBODY (a "type" or
+ * "__asgi_channel__" field, an integer outside int64, a number jansson rejects) or
+ * CCH_ENOMEM. */
+int rl_body_get(const cch_msg *m, const rl_body **out);
+
+/* Appends a whole queue member or PUBLISH payload to `b`: `random_prefix` random
+ * bytes (0 or RL_RANDOM_PREFIX), then the map {"type", body..., "__asgi_channel__"}:
+ * no "__asgi_channel__" when nchan is 0 and !as_list; a string when !as_list; else a
+ * list of the nchan names. Returns false on out-of-memory. */
+bool rl_encode(rl_buf *b, size_t random_prefix, const char *type, const rl_body *body,
+               const char *const *chan, const size_t *chan_len, size_t nchan, bool as_list);
+
+/* A decoded message. `chan` is NULL, or the "__asgi_channel__" value (a string, or an
+ * array of strings: checked), pointing into `up`. */
+typedef struct rl_incoming {
+    msgpack_unpacked up;
+    cch_msg *msg;
+    const msgpack_object *chan;
+} rl_incoming;
+
+/* Decodes data[0..len) (a msgpack map, after any random prefix) into *in. Returns 0
+ * (release with rl_incoming_done), or a negative code with a reason in err:
+ * CCH_EBODY (not a map, a value JSON cannot hold, no string "type"...), CCH_ENAME (a
+ * type cchannels refuses), CCH_ENOMEM. */
+int rl_decode(rl_incoming *in, const char *data, size_t len, char *err, size_t errcap);
+void rl_incoming_done(rl_incoming *in);
+
+/* channels_redis's _consistent_hash: crc32(name) & 0xfff scaled to n shards. */
+uint32_t rl_hash(const char *name, size_t len, uint32_t n);
+uint32_t rl_crc32(const void *data, size_t len);
+
+/* Fills buf with n pseudo-random bytes (a per-thread generator seeded from the
+ * kernel; uniqueness, not secrecy, is what the prefix is for). */
+void rl_random_bytes(void *buf, size_t n);
+
+/* Wall-clock microseconds, strictly increasing per `last` (so that one sender's
+ * messages keep their order in a sorted set). */
+uint64_t rl_now_us(atomic_uint_fast64_t *last);
+
+/* "1795646153.453321" (score) and "1795646093" (integer seconds minus `minus`). */
+int rl_fmt_score(char *buf, size_t cap, uint64_t us);
+int rl_fmt_cutoff(char *buf, size_t cap, uint64_t us, unsigned minus);
+
+/* ---- configuration (redis_conf.c) --------------------------------------------------- */
+
+typedef struct rl_url {
+    char *host;
+    int port;
+    int db;
+    char *user;      /* NULL: none */
+    char *password;  /* NULL: no AUTH */
+    bool pubsub;
+} rl_url;
+
+/* Parses one URL. Returns 0, CCH_EINVAL, CCH_ENOTSUP, CCH_ENOMEM. */
+int rl_url_parse(const char *s, rl_url *out);
+void rl_url_free(rl_url *u);
+
+typedef struct rl_cap {
+    char *pattern;
+    size_t capacity;
+} rl_cap;
+
+/* ---- the layer ------------------------------------------------------------------------ */
+
+typedef struct rl_layer rl_layer;
+typedef struct rl_op rl_op;
+
+enum rl_op_kind {
+    RL_OP_SEND,         /* to another process's channel, or a plain one */
+    RL_OP_GROUP_ADD,
+    RL_OP_GROUP_DISCARD,
+    RL_OP_GROUP_SEND,
+    RL_OP_MEMBERS,
+    RL_OP_FETCH,        /* receive on a plain channel: one ZPOPMIN */
+    RL_OP_WATCH,        /* a new queue key of ours: pop it / PSUBSCRIBE it */
+    RL_OP_SUBSCRIBE,    /* pubsub: a group got its first local member */
+    RL_OP_UNSUB_CHECK,  /* pubsub: a local member left a group */
+    RL_OP_MAINT,        /* internal: re-adding memberships (only counts replies) */
+};
+
+#define RL_OPF_OWNED 1u       /* GROUP_ADD/DISCARD of one of our channels */
+#define RL_OPF_LOCAL_DONE 2u  /* GROUP_SEND: our own members were already served */
+#define RL_OPF_COUNTED 4u     /* holds a slot of max_pending */
+
+struct rl_op {
+    rl_op *next;
+    uint8_t kind;
+    uint8_t flags;
+    uint32_t shard;
+    uint32_t pending;           /* replies still expected (I/O thread) */
+    uint64_t now_us;
+    cch_msg *msg;               /* one reference (SEND, GROUP_SEND) */
+    const rl_body *body;        /* GROUP_SEND: the message's encoded body */
+    char *blob;                 /* SEND: the queue member / payload (in data) */
+    size_t blob_len;
+    cch_members_fn cb;
+    void *cb_ud;
+    const char *group;          /* in data, or NULL */
+    const char *channel;        /* in data, or NULL */
+    const char *exclude;        /* in data, or NULL */
+    char data[];
+};
+
+/* Names in the sets below. */
+typedef struct rl_name {
+    UT_hash_handle hh;
+    uint32_t shard;     /* qkeys: where its queue lives; groups: the group's shard */
+    size_t len;
+    char name[];
+} rl_name;
+
+typedef struct rl_conn_state {
+    redisAsyncContext *ac;
+    bool up;            /* connected (connect callback succeeded) */
+} rl_conn_state;
+
+typedef struct rl_shard {
+    rl_layer *l;
+    uint32_t idx;
+    rl_url url;
+    char label[160];            /* "redis://host:port/db" for logs */
+    /* I/O thread */
+    rl_conn_state cmd, pop;
+    uv_timer_t retry;
+    bool retry_armed;
+    unsigned backoff_ms;
+    bool ever_up, down_logged;
+    rl_op *pend_head, *pend_tail;   /* operations waiting for this shard */
+    long long pop_id;               /* CLIENT ID of the pop connection, -1 unknown */
+    bool pop_busy, pop_blocking, unblock_sent;
+    char *drain_key;                /* core: the key to ZPOPMIN next, or NULL */
+    size_t drain_len;
+    uint32_t sub_pending;           /* pubsub: (un)subscribe confirmations due */
+    /* any thread */
+    atomic_bool up;                 /* cmd.up, for app threads */
+} rl_shard;
+
+typedef struct rl_stats {
+    uint64_t sent, full, expired, groups_expired, dropped, errors;
+} rl_stats;
+
+struct rl_layer {
+    cch_layer base;
+    cch_layer *local;           /* the in-memory layer for this process's channels */
+    /* configuration (read-only after creation) */
+    bool pubsub;
+    char prefix[CCH_REDIS_PREFIX_MAX + 1];
+    size_t prefix_len;
+    size_t capacity;
+    rl_cap *caps;
+    size_t n_caps;
+    unsigned expiry_s, group_expiry_s;
+    size_t max_pending;
+    unsigned reconnect_min_ms, reconnect_max_ms;
+    uint32_t n_shards;
+    rl_shard *shards;
+    char proc[CCH_NAME_BUF];    /* this process's part of channel names */
+    /* shared, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    rl_op *in_head, *in_tail;   /* operations for the I/O thread */
+    size_t busy;                /* operations not finished yet */
+    size_t counted;             /* of which hold a max_pending slot */
+    unsigned sync_waiters;
+    rl_name *owned;             /* our live channels */
+    rl_name *qkeys;             /* our queue keys' non-local names ("specific.P!") */
+    rl_name *groups;            /* groups with (or that had) local members */
+    rl_name *fetching;          /* plain channels with a ZPOPMIN in flight */
+    uint32_t rr_send, rr_recv;
+    rl_stats st;
+    bool stopping;
+    bool readd_all;             /* re-add memberships on every shard soon */
+    /* I/O thread */
+    pthread_t thread;
+    bool thread_started;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_timer_t refresh;
+    bool self_destroy;          /* destroyed from the I/O thread itself */
+    atomic_uint_fast64_t last_us;
+    atomic_bool io_running;
+};
+
+static inline rl_layer *RL(cch_layer *l) { return (rl_layer *)l; }
+
+/* The capacity for a full channel name (first matching pattern, else capacity). */
+size_t rl_capacity_for(const rl_layer *l, const char *channel);
+
+/* Length of the non-local part of a channel name, '!' included; the whole length
+ * when there is no '!'. */
+size_t rl_nonlocal_len(const char *name, size_t len);
+
+/* Whether `name` is one of our live channels. Call with lock held. */
+bool rl_owned_locked(rl_layer *l, const char *name, size_t len);
+
+/* ---- counters (any thread; take the lock) ---- */
+void rl_count(rl_layer *l, uint64_t *field, uint64_t n);
+#define RL_COUNT(l, f, n) rl_count((l), &(l)->st.f, (n))
+
+/* ---- operations (redis_io.c) ---- */
+
+/* A new operation with room for `extra` bytes of data. NULL on out-of-memory. */
+rl_op *rl_op_new(uint8_t kind, size_t extra);
+/* Copies s (n bytes) into the op's data at *pos, NUL-terminated; returns the copy. */
+const char *rl_op_str(rl_op *op, size_t *pos, const char *s, size_t n);
+void rl_op_free(rl_op *op);
+
+/* Queues op for the I/O thread. `limited`: refuse (CCH_ELIMIT, counted as dropped)
+ * when max_pending operations are outstanding. On failure the op is freed. */
+int rl_submit(rl_layer *l, rl_op *op, bool limited);
+
+/* I/O thread: an operation is finished (its replies all arrived, or it failed). */
+void rl_op_done(rl_layer *l, rl_op *op);
+/* I/O thread: one reply of op arrived; finishes it after the last. */
+void rl_op_reply(rl_layer *l, rl_op *op);
+/* I/O thread: keep op until shard s is back (or drop it when the buffer is off). */
+void rl_pend(rl_layer *l, rl_shard *s, rl_op *op);
+
+/* I/O thread: the command connection of shard i, or NULL when it is down. */
+redisAsyncContext *rl_cmd(rl_layer *l, uint32_t i);
+
+/* I/O thread: sends a command on `ac`; on failure runs cb's accounting itself
+ * (calls fn with a NULL reply). */
+void rl_command(redisAsyncContext *ac, redisCallbackFn *fn, void *pd, int argc,
+                const char **argv, const size_t *argvlen);
+
+/* I/O thread: counts a failed reply (NULL or error) and logs it. Returns true when
+ * `r` is a usable (non-error) reply. */
+bool rl_reply_ok(rl_layer *l, const redisReply *r, const char *what);
+
+/* I/O thread, any mode: deliver a received message to local channel `name`. */
+void rl_deliver_local(rl_layer *l, const char *name, size_t len, cch_msg *m);
+
+/* Start / stop the I/O thread (redis_io.c). */
+int rl_io_start(rl_layer *l);
+void rl_io_stop(rl_layer *l);
+void rl_free_all(rl_layer *l);
+
+/* ---- mode-specific (redis_core.c, redis_pubsub.c), I/O thread ---- */
+void rl_core_dispatch(rl_layer *l, rl_op *op);
+void rl_core_shard_up(rl_layer *l, rl_shard *s);      /* cmd connection up */
+void rl_core_pop_up(rl_layer *l, rl_shard *s);        /* pop connection up */
+void rl_core_pop_kick(rl_layer *l, rl_shard *s);      /* keys changed / start */
+void rl_core_readd(rl_layer *l, rl_shard *s);         /* re-add our memberships */
+
+void rl_pubsub_dispatch(rl_layer *l, rl_op *op);
+void rl_pubsub_sub_up(rl_layer *l, rl_shard *s);      /* subscriber connection up */
+
+#endif
