@@ -7,27 +7,33 @@
  * flight: a message is in flight until the sender receives its own copy back
  * through the room. Every client counts the bench messages it receives (others, such
  * as the chat's join notices, are counted apart and otherwise ignored), checks that
- * each sender's messages arrive in order and without gaps, and records their latency
- * (receive time minus the carried ts) in a log-bucket histogram (32 buckets per
- * power of two, about 3% resolution; no allocation per message).
+ * each sender's messages arrive in order and none is skipped ("missing": a server
+ * that drops messages, e.g. for a full channel), and records their latency (receive
+ * time minus the carried ts) in a log-bucket histogram (32 buckets per power of two,
+ * about 3% resolution; no allocation per message). A sender whose own copy never
+ * comes back counts it "lost" (at the next later one, or after --stall) and goes on.
  *
- * Phases: connect (at most --connect-concurrency handshakes pending per thread), then
- * a warm-up during which the senders already send, then the measured window. Only
- * deliveries received inside the window count. Reports deliveries/s, latency
- * percentiles, the client's CPU time per delivery (getrusage), and, with
- * --server-pid, the server's CPU time per delivery (utime+stime from /proc/PID/stat)
- * and its RSS (VmRSS) before connecting and at the end; then one JSON line.
+ * Phases: connect (at most --connect-concurrency handshakes pending per thread);
+ * settle (until nothing has arrived for --settle: the chat's join notices); then
+ * the senders start: a warm-up, then the measured window. Only deliveries received
+ * inside the window count. Reports deliveries/s, latency percentiles, the client's
+ * CPU time per delivery (getrusage), and, with --server-pid, the server's CPU time
+ * per delivery (utime+stime from /proc/PID/stat) and RSS (VmRSS, before connecting
+ * and at the end; with idle clients, -s 0, that gives RSS per connection); then one
+ * JSON line.
  *
  * Cheap by construction: one epoll loop per thread, level-triggered, one read of up
- * to 64 KiB (or more for big messages) per readable socket per loop turn into a
- * buffer shared by the thread's connections; frames are parsed in place; only a
- * trailing partial frame is copied aside. A sender writes all the messages it may
- * send in one write. With --src-ips K the clients bind to 127.0.0.1 .. 127.0.0.K
- * (IP_BIND_ADDRESS_NO_PORT, before connect), so more than 60 000 connections fit.
+ * to 64 KiB (more for big messages) per readable socket per loop turn into a buffer
+ * shared by the thread's connections; frames are parsed in place and only a
+ * trailing partial frame is copied aside; messages too big to be ours are skipped
+ * unread. A sender writes all the messages it may send in one write. With
+ * --src-ips K the clients bind to 127.0.0.1 .. 127.0.0.K (IP_BIND_ADDRESS_NO_PORT,
+ * before connect), so more than 60 000 connections fit; --threads spreads the
+ * clients over several loops.
  *
- * Needs only libc and pthreads. Exit status 0, 1 when any error was seen (a failed
+ * Needs only libc and pthreads. Exit status 0; 1 when any error was seen (a failed
  * connection or handshake, a close or EOF from the server, a protocol error, a
- * missing or reordered message), 2 for a usage error. Run with --help for options. */
+ * missing, reordered or lost message); 2 for a usage error. --help lists options. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -342,7 +348,8 @@ typedef struct worker {
     uint64_t deliveries, others, sends, reads, bytes_in;
     _Atomic uint64_t last_rx;    /* when a read last returned data */
     uint64_t lost;               /* own messages that never came back */
-    uint64_t missing, reordered, connect_failed, handshake_failed, closed_by_server, protocol_errors, eof;
+    uint64_t missing, reordered, connect_failed, handshake_failed, closed_by_server;
+    uint64_t protocol_errors, eof;
     uint64_t hist[H_BUCKETS];
 } worker;
 
@@ -354,7 +361,7 @@ enum { PH_CONNECT, PH_SETTLE, PH_RUN, PH_DONE };
 static _Atomic int g_phase = PH_CONNECT;
 static _Atomic size_t g_opened, g_failed;
 static _Atomic uint64_t g_t_measure, g_t_end;
-static uint64_t g_connect_deadline, g_t_opened;
+static uint64_t g_connect_deadline, g_t_opened, g_t_run;
 static volatile sig_atomic_t g_stop;
 
 /* Samples taken by worker 0 at the window's edges. */
@@ -362,6 +369,7 @@ typedef struct sample {
     uint64_t t;
     double cpu_s;                 /* this process: user + system */
     double srv_cpu_s;             /* the servers: utime + stime */
+    double machine_busy_s;        /* every CPU's non-idle time (/proc/stat) */
     long srv_rss_kb;
 } sample;
 static sample s_begin, s_start, s_end;
@@ -515,6 +523,7 @@ static void top_up(worker *w, conn *c, uint64_t now, bool counting)
         return;
     size_t k = cfg.inflight - c->inflight;
     uint8_t *p = (uint8_t *)w->sbuf;
+    now = now_ns();                     /* the send time the messages carry */
     for (size_t i = 0; i < k; i++) {
         /* the payload is built where put_frame will leave it, then masked in place */
         char text[64];
@@ -728,8 +737,8 @@ static long parse_response(worker *w, conn *c, const uint8_t *p, size_t n)
     char want[29];
     accept_value(c->key, want);
     bool ok = false;
-    for (const char *l = memchr(s, '\n', head); l && l < s + head; l = memchr(l, '\n', (size_t)(s + head - l))) {
-        l++;
+    const char *l = s;
+    while ((l = memchr(l, '\n', (size_t)(s + head - l))) != NULL && ++l < s + head) {
         static const char name[] = "sec-websocket-accept:";
         if ((size_t)(s + head - l) > sizeof name && !strncasecmp(l, name, sizeof name - 1)) {
             const char *v = l + sizeof name - 1;
@@ -951,6 +960,22 @@ static long proc_rss_kb(pid_t pid)
     return kb;
 }
 
+/* The CPU time the whole machine spent busy so far (all CPUs), in seconds. */
+static double machine_busy(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[8] = {0};
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8)
+        return 0;
+    /* user nice system idle iowait irq softirq steal: all but idle and iowait */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void take_sample(sample *s)
 {
     struct rusage ru;
@@ -960,6 +985,7 @@ static void take_sample(sample *s)
                (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     s->srv_cpu_s = 0;
     s->srv_rss_kb = 0;
+    s->machine_busy_s = machine_busy();
     for (int i = 0; i < cfg.n_pids; i++) {
         double cpu = 0;
         long rss = proc_rss_kb(cfg.pids[i]);
@@ -975,6 +1001,7 @@ static void take_sample(sample *s)
 static void begin_run(uint64_t now)
 {
     uint64_t start = now + (uint64_t)(cfg.warmup_s * 1e9);
+    g_t_run = now;
     atomic_store(&g_t_measure, start);
     atomic_store(&g_t_end, start + (uint64_t)(cfg.duration_s * 1e9));
     atomic_store(&g_phase, PH_RUN);
@@ -1373,11 +1400,26 @@ int main(int argc, char **argv)
     }
     if (!s_start.t)             /* stopped before the window */
         s_start = s_end;
+    if (!g_t_opened)
+        g_t_opened = s_end.t;
+    if (!g_t_run)
+        g_t_run = s_end.t;
+    double connect_s = (double)(g_t_opened - s_begin.t) / 1e9;
+    double settle_s = (double)(g_t_run - g_t_opened) / 1e9;
     size_t opened = atomic_load(&g_opened);
+    uint64_t all_deliveries = 0;       /* the whole run, warm-up included */
+    for (size_t i = 0; i < cfg.clients; i++)
+        all_deliveries += conns[i].deliveries;
     double secs = (double)(s_end.t - s_start.t) / 1e9;
     double rate = secs > 0 ? (double)t.deliveries / secs : 0;
     double cpu = s_end.cpu_s - s_start.cpu_s;
     double srv_cpu = s_end.srv_cpu_s - s_start.srv_cpu_s;
+    /* CPUs kept busy during the window by everything else on the machine (other
+     * processes, and interrupt time not charged to a process) */
+    double others_cpus = secs > 0 ? (s_end.machine_busy_s - s_start.machine_busy_s - cpu -
+                                     srv_cpu) / secs : 0;
+    if (others_cpus < 0)        /* the counters tick at 100 Hz: noise */
+        others_cpus = 0;
     double per = t.deliveries ? 1e9 / (double)t.deliveries : 0;
     double p50 = h_quantile(t.hist, t.deliveries, 0.50) / 1e3;
     double p90 = h_quantile(t.hist, t.deliveries, 0.90) / 1e3;
@@ -1396,6 +1438,7 @@ int main(int argc, char **argv)
         printf("%s: %zu clients (%zu open), %zu senders x %zu in flight, %zu-byte messages, "
                "%zu thread%s\n", cfg.url, cfg.clients, opened, cfg.senders, cfg.inflight,
                cfg.size, cfg.threads, cfg.threads == 1 ? "" : "s");
+        printf("  connect     %.3f s, then %.3f s until quiet\n", connect_s, settle_s);
         printf("  window      %.3f s after %.3f s of warm-up\n", secs, cfg.warmup_s);
         printf("  deliveries  %" PRIu64 " (%.0f/s), from %" PRIu64 " sends; %" PRIu64
                " other messages\n", t.deliveries, rate, t.sends, t.others);
@@ -1403,6 +1446,8 @@ int main(int argc, char **argv)
                "max %.1f us\n", p50, p90, p99, p999, pmax);
         printf("  client CPU  %.3f s, %.1f ns per delivery, %.1f deliveries per read\n", cpu,
                cpu * per, t.reads ? (double)t.deliveries / (double)t.reads : 0.0);
+        printf("  machine     %.2f CPUs busy with anything else%s\n", others_cpus,
+               cfg.n_pids ? "" : " (the server included)");
         if (cfg.n_pids)
             printf("  server      CPU %.2f s, %.1f ns per delivery; RSS %ld KiB (%ld KiB "
                    "before connecting; %.0f B per connection)\n", srv_cpu, srv_cpu * per,
@@ -1418,15 +1463,18 @@ int main(int argc, char **argv)
     printf(", \"url\": ");
     json_str(stdout, cfg.url);
     printf(", \"clients\": %zu, \"clients_open\": %zu, \"senders\": %zu, \"inflight\": %zu, "
-           "\"size\": %zu, \"threads\": %zu, \"warmup_s\": %.3f, \"duration_s\": %.3f, "
+           "\"size\": %zu, \"threads\": %zu, \"connect_s\": %.3f, \"settle_s\": %.3f, "
+           "\"warmup_s\": %.3f, \"duration_s\": %.3f, "
            "\"deliveries\": %" PRIu64 ", \"deliveries_per_s\": %.1f, \"sends\": %" PRIu64
-           ", \"other_messages\": %" PRIu64 ", \"reads\": %" PRIu64 ", \"bytes_in\": %" PRIu64
+           ", \"deliveries_total\": %" PRIu64 ", \"other_messages\": %" PRIu64
+           ", \"reads\": %" PRIu64 ", \"bytes_in\": %" PRIu64
            ", \"lat_p50_us\": %.2f, \"lat_p90_us\": %.2f, \"lat_p99_us\": %.2f, "
            "\"lat_p999_us\": %.2f, \"lat_max_us\": %.2f, \"client_cpu_s\": %.4f, "
-           "\"client_cpu_ns_per_delivery\": %.2f",
+           "\"client_cpu_ns_per_delivery\": %.2f, \"other_busy_cpus\": %.3f",
            cfg.clients, opened, cfg.senders, cfg.inflight, cfg.size, cfg.threads,
-           cfg.warmup_s, secs, t.deliveries, rate, t.sends, t.others, t.reads, t.bytes_in,
-           p50, p90, p99, p999, pmax, cpu, cpu * per);
+           connect_s, settle_s, cfg.warmup_s, secs, t.deliveries, rate, t.sends,
+           all_deliveries, t.others, t.reads, t.bytes_in,
+           p50, p90, p99, p999, pmax, cpu, cpu * per, others_cpus);
     if (cfg.n_pids)
         printf(", \"server_cpu_s\": %.4f, \"server_cpu_ns_per_delivery\": %.2f, "
                "\"server_rss_start_kb\": %ld, \"server_rss_kb\": %ld, "

@@ -28,8 +28,10 @@ except ImportError:
     print("SKIP: python3-websockets is not installed")
     sys.exit(77)
 
+import server_wrap     # noqa: E402  (tests/server_wrap.py: the valgrind pass)
+
 SERVER = None          # set from argv
-STEP = 10.0            # seconds allowed for any one step
+STEP = 10.0 * server_wrap.SLOWDOWN   # seconds allowed for any one step
 
 
 def free_port():
@@ -46,8 +48,8 @@ class Server:
         for _ in range(5):
             self.port = free_port()
             self.proc = subprocess.Popen(
-                [SERVER, "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "info", *extra],
+                server_wrap.command([SERVER, "--host", "127.0.0.1", "--port", str(self.port),
+                                     "--log-level", "info", *extra]),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
             if self._wait_listening():
                 return
@@ -89,6 +91,7 @@ class Server:
 def assert_no_sanitizer_report(text):
     for needle in ("Sanitizer", "runtime error:"):
         assert needle not in text, text
+    assert server_wrap.report(text) is None, text
 
 
 def run(coro):
@@ -246,8 +249,8 @@ class ShutdownTest(unittest.TestCase):
 
 class FlagsTest(unittest.TestCase):
     def run_server(self, *args):
-        return subprocess.run([SERVER, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=STEP)
+        return subprocess.run(server_wrap.command([SERVER, *args]), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=STEP)
 
     def test_help(self):
         r = self.run_server("--help")
@@ -256,10 +259,13 @@ class FlagsTest(unittest.TestCase):
                      "--allowed-origins"):
             self.assertIn(flag, r.stdout)
 
-    def test_redis_layer_is_not_there_yet(self):
-        r = self.run_server("--port", str(free_port()), "--layer", "redis://127.0.0.1:6379")
-        self.assertEqual(r.returncode, 2)
-        self.assertIn("redis", r.stderr.lower())
+    def test_bad_redis_layer_urls(self):
+        # (the Redis layer itself, with a server: tests/redis/test_chat_redis.py)
+        for url in ("redis://127.0.0.1:99999", "redis://", "rediss://127.0.0.1:6379"):
+            r = self.run_server("--port", str(free_port()), "--layer", url)
+            self.assertEqual(r.returncode, 2, url)
+            self.assertIn("redis", r.stderr.lower())
+            assert_no_sanitizer_report(r.stderr)
 
     def test_bad_flags(self):
         for args in (["--layer", "carrier-pigeon"], ["--port", "70000"], ["--port", "x"],

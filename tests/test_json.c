@@ -110,6 +110,34 @@ static void msg_json_nul_and_surrogates(void **state) {
     cch_msg_unref(m);
 }
 
+/* What jansson cannot hold (an integer beyond int64, a number beyond a double, a key
+ * with \u0000) is refused when the message is created, so cch_msg_json never fails on
+ * a message that exists; the limits themselves parse (found by fuzz/fuzz_json). */
+static void msg_json_every_message_parses(void **state) {
+    (void)state;
+    static const char *refused[] = {
+        "{\"a\":9223372036854775808}", "{\"a\":-9223372036854775809}", "{\"a\":1e309}",
+        "{\"a\":-2e308}", "{\"k\\u0000\":1}", "{\"a\":[{\"\\u0000\":0}]}",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        cch_msg *m = NULL;
+        assert_int_equal(cch_msg_create(&m, "x", refused[i], strlen(refused[i])), CCH_EBODY);
+        assert_null(m);
+        json_error_t err;
+        json_t *j = json_loads(refused[i], JSON_ALLOW_NUL, &err);
+        assert_null(j); /* jansson refuses each of them too */
+    }
+    cch_msg *m = msg("x", "{\"max\":9223372036854775807,\"min\":-9223372036854775808,"
+                          "\"big\":1.7976931348623157e308,\"tiny\":1e-400}");
+    const json_t *tree = cch_msg_json(m);
+    assert_non_null(tree);
+    assert_true(json_integer_value(json_object_get(tree, "max")) == INT64_MAX);
+    assert_true(json_integer_value(json_object_get(tree, "min")) == INT64_MIN);
+    assert_true(json_real_value(json_object_get(tree, "big")) > 1.79e308);
+    assert_true(json_real_value(json_object_get(tree, "tiny")) == 0.0);
+    cch_msg_unref(m);
+}
+
 static void msg_json_max_depth_body(void **state) {
     (void)state;
     char *inner = nested(CCH_MSG_BODY_MAX_DEPTH - 1, "[", "]", "");
@@ -461,6 +489,15 @@ static void parse_rejects(void **state) {
     assert_null(cch_json_parse("\"\xff\"", 3));          /* invalid UTF-8 */
     assert_null(cch_json_parse("\"\\ud800\"", 8));       /* lone surrogate */
     assert_null(cch_json_parse("[1]garbage", 10));
+    /* raw NUL bytes, which jansson skips after a number or a literal (found by
+     * fuzz/fuzz_json); an escaped one is fine */
+    assert_null(cch_json_parse("{\"c\":5.5\0}", 10));
+    assert_null(cch_json_parse("[true\0]", 7));
+    assert_null(cch_json_parse("1\0", 2));
+    assert_null(cch_json_parse("\"a\0b\"", 5));
+    json_t *v = cch_json_parse("[\"a\\u0000\"]", 11);
+    assert_non_null(v);
+    json_decref(v);
 }
 
 static void parse_depth_limit(void **state) {
@@ -517,6 +554,7 @@ int main(void) {
         cmocka_unit_test(msg_json_parses_and_caches),
         cmocka_unit_test(msg_json_empty_body),
         cmocka_unit_test(msg_json_nul_and_surrogates),
+        cmocka_unit_test(msg_json_every_message_parses),
         cmocka_unit_test(msg_json_max_depth_body),
         cmocka_unit_test(msg_json_threads_share_one_tree),
         cmocka_unit_test(msg_json_out_of_memory),

@@ -85,7 +85,7 @@ static void test_valid_objects(void **state) {
         "{\"a\":[ ]}",
         "{\"a\":{}}",
         "{\"a\":[1,2,[3,{\"b\":null}]],\"c\":{\"d\":[true,false]}}",
-        "{\"n\":[0,-0,1,-1,10,1.5,-0.25,1e10,1E10,1e+2,1E-2,-1.0e-3,0.0,123456789012345678901234567890]}",
+        "{\"n\":[0,-0,1,-1,10,1.5,-0.25,1e10,1E10,1e+2,1E-2,-1.0e-3,0.0,123456789012345678901234567890.5]}",
         "{\"s\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u0041\\u00e9\\u20AC\\ud83d\\ude00\\u0000\"}",
         "{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xef\xbf\xbf \xf4\x8f\xbf\xbf \x7f\"}",
         "{\"s\":\"\xed\x9f\xbf\xee\x80\x80\"}", /* around the surrogate range */
@@ -209,6 +209,60 @@ static void test_embedded_nul_and_truncation(void **state) {
             free(p);
         }
     }
+}
+
+/* Numbers and keys jansson cannot hold are refused, so that every accepted body
+ * parses with cch_msg_json (found by fuzz/fuzz_json). */
+static void test_unrepresentable(void **state) {
+    (void)state;
+    /* 2^1024 - 2^970 rounds to infinity; anything below it rounds to DBL_MAX. */
+    static const char threshold[] = "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497792";
+    static const char *ok[] = {
+        "{\"a\":9223372036854775807}", "{\"a\":-9223372036854775808}", "{\"a\":-0}",
+        "{\"a\":9223372036854775808.0}", "{\"a\":1e18}", "{\"a\":1.7976931348623157e308}",
+        "{\"a\":1.797693134862315807937289714053e308}", "{\"a\":-1.79769313486231580e308}",
+        "{\"a\":1e-400}", "{\"a\":0e99999999999999999999999}", "{\"a\":0.000e400}",
+        "{\"a\":0.0000000000000000000000000000000000000000000000000000000001e365}",
+        "{\"a\":1e308}", "{\"a\":-1e-99999999999999999999999}",
+        "{\"a\":\"\\u0000\"}", "{\"a\":[\"\\u0000\"]}", "{\"a\\u0001\":1}",
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        if (check(ok[i]) != 0) fail_msg("rejected representable input #%zu: %s", i, ok[i]);
+    static const char *bad[] = {
+        "{\"a\":9223372036854775808}", "{\"a\":-9223372036854775809}",
+        "{\"a\":123456789012345678901234567890}", "{\"a\":[1,99999999999999999999]}",
+        "{\"a\":1.797693134862315807937289714054e308}", "{\"a\":1e309}",
+        "{\"a\":-1e309}", "{\"a\":1E+400}", "{\"a\":0.1e310}",
+        "{\"a\":1e99999999999999999999999}", "{\"a\":10000e305}",
+        "{\"a\\u0000\":1}", "{\"\\u0000\":1}", "{\"a\":{\"b\\u0000c\":1}}",
+        "{\"a\":[{\"\\u0000\":[]}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (check(bad[i]) != CCH_EBODY) fail_msg("accepted unrepresentable input #%zu: %s", i, bad[i]);
+
+    char buf[400];
+    /* the threshold itself (a tie: rounds to 2^1024), as a real and with more digits */
+    snprintf(buf, sizeof buf, "{\"a\":%s.0}", threshold);
+    assert_int_equal(check(buf), CCH_EBODY);
+    snprintf(buf, sizeof buf, "{\"a\":0.%s000e309}", threshold);
+    assert_int_equal(check(buf), CCH_EBODY);
+    snprintf(buf, sizeof buf, "{\"a\":0.%s001e309}", threshold);
+    assert_int_equal(check(buf), CCH_EBODY);
+    /* just below it */
+    snprintf(buf, sizeof buf, "{\"a\":%.308s1.99}", threshold);
+    assert_int_equal(check(buf), 0);
+    snprintf(buf, sizeof buf, "{\"a\":-0.%.308se309}", threshold);
+    assert_int_equal(check(buf), 0);
+    snprintf(buf, sizeof buf, "{\"a\":179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497791e0}");
+    assert_int_equal(check(buf), 0);
+
+    /* find_field checks the whole body, and a NUL key never matches */
+    const char *v;
+    size_t vl;
+    const char *body = "{\"a\":1,\"b\\u0000\":2}";
+    assert_int_equal(cch__json_find_field(body, strlen(body), "a", 1, &v, &vl), CCH_EBODY);
+    body = "{\"a\":1,\"b\":1e400}";
+    assert_int_equal(cch__json_find_field(body, strlen(body), "a", 1, &v, &vl), CCH_EBODY);
 }
 
 /* {"a":{"a":...1...}} (or arrays inside); depth counts the outer object as 1. */
@@ -362,14 +416,12 @@ static void test_find_escaped_keys(void **state) {
     assert_string_equal(v, "9");
     assert_int_equal(find("{\"\\ud83d\\ude00\":10}", "\xf0\x9f\x98\x80", v, sizeof v), 0);
     assert_string_equal(v, "10");
-    /* an escaped NUL cannot match a C-string name, but must not end the key either */
-    assert_int_equal(find("{\"a\\u0000\":11}", "a", v, sizeof v), CCH_ENOTFOUND);
+    /* a key with an escaped NUL makes the body invalid (jansson cannot hold it) */
+    assert_int_equal(find("{\"a\\u0000\":11}", "a", v, sizeof v), CCH_EBODY);
     char *p = dup_exact("{\"a\\u0000b\":12}", 15);
     const char *out;
     size_t len;
-    assert_int_equal(cch__json_find_field(p, 15, "a\0b", 3, &out, &len), 0);
-    assert_int_equal(len, 2);
-    assert_memory_equal(out, "12", 2);
+    assert_int_equal(cch__json_find_field(p, 15, "a\0b", 3, &out, &len), CCH_EBODY);
     free(p);
     /* escaped and plain spellings of one key: the last one wins */
     assert_int_equal(find("{\"text\":\"a\",\"te\\u0078t\":\"b\"}", "text", v, sizeof v), 0);
@@ -585,6 +637,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_structure),
         cmocka_unit_test(test_invalid_strings),
         cmocka_unit_test(test_embedded_nul_and_truncation),
+        cmocka_unit_test(test_unrepresentable),
         cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_find_field),
         cmocka_unit_test(test_find_escaped_keys),

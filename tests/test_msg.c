@@ -360,7 +360,7 @@ static void test_field_string(void **state) {
 static void test_field_int(void **state) {
     (void)state;
     cch_msg *m = body_msg("{\"code\":4000,\"neg\":-5,\"big\":9223372036854775807,"
-                          "\"small\":-9223372036854775808,\"over\":9223372036854775808,"
+                          "\"small\":-9223372036854775808,\"over\":9223372036854775808.0,"
                           "\"f\":1.5,\"e\":1e3,\"s\":\"12\",\"b\":true,\"z\":0}");
     int64_t v = 0;
     assert_int_equal(cch_msg_field_int(m, "code", &v), 0);
@@ -385,6 +385,9 @@ static void test_field_int(void **state) {
     assert_int_equal(cch_msg_field_int(NULL, "code", &v), CCH_EINVAL);
     assert_int_equal(cch_msg_field_int(m, NULL, &v), CCH_EINVAL);
     cch_msg_unref(m);
+    /* an integer outside int64 cannot be in a body at all (jansson could not hold it) */
+    static const char over[] = "{\"over\":9223372036854775808}";
+    assert_int_equal(cch_msg_create(&m, "t", over, sizeof over - 1), CCH_EBODY);
 }
 
 /* ---- attachments ------------------------------------------------------------------- */

@@ -12,7 +12,10 @@
  *   /ws/stats/           sends the server's counters (JSON) on connect
  * Middleware answers 403 to requests carrying an "X-Test-Reject" header.
  * With --count-alloc the library's allocator counts live bytes (reported by
- * /ws/stats/ as "live_bytes"), to measure what an idle connection costs. */
+ * /ws/stats/ as "live_bytes"), to measure what an idle connection costs.
+ * --capacity sets the memory layer's per-channel capacity (default here 10000);
+ * /ws/stats/ also reports the layer's counters ("layer_sent", "layer_full",
+ * "layer_delivered"). */
 #include <cchannels/cchannels.h>
 #include <cchannels/ws.h>
 
@@ -196,6 +199,8 @@ static int stats_connect(cch_conn *c)
     cch_ws_server_stats(server, &s);
     cch_app_stats a;
     cch_app_stats_get(cch_conn_app(c), &a);
+    cch_layer_stats l;
+    cch_layer_stats_get(cch_conn_layer(c), &l);
     char buf[2048];
     int n = snprintf(buf, sizeof buf,
         "{\"tcp_accepted\":%" PRIu64 ",\"tcp_active\":%" PRIu64 ",\"ws_active\":%" PRIu64
@@ -207,13 +212,15 @@ static int stats_connect(cch_conn *c)
         ",\"closed_too_big\":%" PRIu64 ",\"closed_protocol\":%" PRIu64 ",\"pings_sent\":%" PRIu64
         ",\"idle_closed\":%" PRIu64 ",\"close_timeouts\":%" PRIu64 ",\"input_contexts\":%" PRIu64
         ",\"outbound_bytes\":%" PRIu64 ",\"app_active\":%" PRIu64 ",\"app_opened\":%" PRIu64
-        ",\"live_bytes\":%lld}",
+        ",\"live_bytes\":%lld,\"layer_sent\":%" PRIu64 ",\"layer_full\":%" PRIu64
+        ",\"layer_delivered\":%" PRIu64 "}",
         s.tcp_accepted, s.tcp_active, s.ws_active, s.handshakes, s.http_errors, s.rejected_busy,
         s.rejected_header_size, s.handshake_timeouts, s.static_served, s.messages_in,
         s.messages_out, s.bytes_in, s.bytes_out, s.writes, s.frames_built, s.frames_shared,
         s.closed_slow, s.closed_too_big, s.closed_protocol, s.pings_sent, s.idle_closed,
         s.close_timeouts, s.input_contexts, s.outbound_bytes, a.connections_active,
-        a.connections_opened, (long long)atomic_load(&live_bytes));
+        a.connections_opened, (long long)atomic_load(&live_bytes), l.sent, l.full,
+        l.delivered);
     return cch_send_text(c, buf, (size_t)n);
 }
 
@@ -253,6 +260,7 @@ static unsigned long long num(const char *s)
 int main(int argc, char **argv)
 {
     cch_ws_options o = {.host = "127.0.0.1", .port = CCH_WS_ANY_PORT, .ready = on_ready};
+    cch_memory_layer_options lo = {.capacity = 10000};
     bool count = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -276,6 +284,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--idle-timeout") == 0) o.idle_timeout_ms = (uint32_t)num(v);
         else if (strcmp(a, "--close-timeout") == 0) o.close_timeout_ms = (uint32_t)num(v);
         else if (strcmp(a, "--log-level") == 0) { o.log = log_line; o.log_level = (int)num(v); }
+        else if (strcmp(a, "--capacity") == 0) lo.capacity = num(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -291,7 +300,6 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    cch_memory_layer_options lo = {.capacity = 10000};
     cch_app *app = cch_app_new(cch_memory_layer_new(&lo));
     if (!app) {
         fprintf(stderr, "cannot create the app\n");

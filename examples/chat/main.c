@@ -12,6 +12,9 @@
 
 #include <cchannels/cchannels.h>
 #include <cchannels/ws.h>
+#ifdef CHAT_HAVE_REDIS
+#include <cchannels/redis_layer.h>
+#endif
 
 #include "chat.h"
 #include "echo_consumer.h"
@@ -27,9 +30,12 @@ static const char usage[] =
     "  --host ADDR              address to listen on (default 127.0.0.1; \"::\" for all)\n"
     "  --port PORT              port to listen on (default 8000; 0: any free port)\n"
     "  --static DIR             the web page's directory (default: the bundled one)\n"
-    "  --layer memory|redis://HOST:PORT\n"
-    "                           the channel layer (default memory; redis is not\n"
-    "                           available yet)\n"
+    "  --layer memory|URL[,URL...]\n"
+    "                           the channel layer: memory (default), or Redis shared\n"
+    "                           with other processes and with Django Channels\n"
+    "                           (channels_redis): redis://[:PASSWORD@]HOST:PORT[/DB],\n"
+    "                           or redis+pubsub://... for RedisPubSubChannelLayer;\n"
+    "                           several URLs shard over several servers\n"
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  --allowed-origins LIST   accept WebSocket connections only from these Origin\n"
     "                           hosts, comma-separated (\"example.com,.example.org,\n"
@@ -118,6 +124,7 @@ static int split_list(char *s, char **out, int max)
 /* What the command line asks for. */
 typedef struct config {
     cch_ws_options ws;
+    const char *layer;          /* "memory" or Redis URLs */
     char *origins[64];
     int n_origins;              /* 0: any origin */
 } config;
@@ -182,17 +189,52 @@ static int parse_args(int argc, char **argv, config *cfg)
         fprintf(stderr, "chat: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
     }
-    if (!strncmp(layer, "redis://", 8)) {
-        fprintf(stderr, "chat: --layer %s: the Redis layer is not implemented yet; "
-                        "use --layer memory\n", layer);
+    bool redis = !strncmp(layer, "redis://", 8) || !strncmp(layer, "redis+pubsub://", 15);
+#ifndef CHAT_HAVE_REDIS
+    if (redis) {
+        fprintf(stderr, "chat: --layer %s: this build has no Redis layer (meson -Dredis=enabled)\n",
+                layer);
         return 2;
     }
-    if (strcmp(layer, "memory") != 0) {
+#endif
+    if (!redis && strcmp(layer, "memory") != 0) {
         fprintf(stderr, "chat: --layer: expected memory or redis://HOST:PORT, got \"%s\"\n",
                 layer);
         return 2;
     }
+    cfg->layer = layer;
     return -1;
+}
+
+/* The channel layer named by --layer. The Redis layer connects in the background; a
+ * short wait here only makes the log say early whether Redis is there (the chat works
+ * in-process meanwhile, and reconnects by itself). */
+static int make_layer(const char *spec, cch_layer **out)
+{
+    if (!strcmp(spec, "memory")) {
+        *out = cch_memory_layer_new(NULL);
+        return *out ? 0 : CCH_ENOMEM;
+    }
+#ifdef CHAT_HAVE_REDIS
+    char *copy = strdup(spec);
+    char *urls[CCH_REDIS_MAX_SERVERS];
+    int n = copy ? split_list(copy, urls, CCH_REDIS_MAX_SERVERS) : 0;
+    if (!copy || n <= 0) {
+        free(copy);
+        return copy ? CCH_EINVAL : CCH_ENOMEM;
+    }
+    cch_redis_layer_options o = {.urls = (const char *const *)urls, .n_urls = (size_t)n,
+                                 .log = log_line};
+    int rc = cch_redis_layer_new(&o, out);
+    free(copy);
+    if (rc == 0 && cch_redis_layer_sync(*out, 2000) != 0)
+        log_line(NULL, CCH_LOG_WARN, "Redis is not reachable yet: serving this process's "
+                                     "rooms only until it is");
+    return rc;
+#else
+    *out = NULL;
+    return CCH_ENOTSUP;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -215,10 +257,16 @@ int main(int argc, char **argv)
     cfg.ws.ready = on_ready;
     cfg.ws.ready_ud = &cfg.ws;
 
-    /* The app: the chat and the echo consumer on an in-memory layer. */
-    cch_app *app = cch_app_new(cch_memory_layer_new(NULL));
+    /* The app: the chat and the echo consumer on the chosen layer. */
+    cch_layer *layer = NULL;
+    int rc = make_layer(cfg.layer, &layer);
+    if (rc == CCH_EINVAL || rc == CCH_ENOTSUP) {
+        fprintf(stderr, "chat: --layer %s: %s\n", cfg.layer, cch_strerror(rc));
+        return 2;
+    }
+    cch_app *app = layer ? cch_app_new(layer) : NULL;
     chat_server *chat = chat_server_new(log_line, NULL);
-    int rc = app && chat ? 0 : CCH_ENOMEM;
+    rc = app && chat ? 0 : rc < 0 ? rc : CCH_ENOMEM;
     if (rc == 0) {
         cch_app_set_log(app, log_line, NULL);
         cch_layer_set_log(cch_app_layer(app), log_line, NULL);

@@ -40,7 +40,9 @@ typedef struct cch_msg cch_msg;
  *
  * Returns 0 and sets *out, or CCH_EINVAL (out NULL), CCH_ENAME (bad type),
  * CCH_EBODY (body is not one valid JSON object, is nested deeper than
- * CCH_MSG_BODY_MAX_DEPTH, or is not valid UTF-8), CCH_ENOMEM. *out is left NULL on
+ * CCH_MSG_BODY_MAX_DEPTH, is not valid UTF-8, or holds what a JSON library such as
+ * jansson cannot represent: an integer outside int64, a number beyond the range of
+ * a double, a key containing \u0000), CCH_ENOMEM. *out is left NULL on
  * failure. */
 int cch_msg_create(cch_msg **out, const char *type, const char *body, size_t len);
 

@@ -19,14 +19,16 @@
  * direct send to a process-local channel ("specific.P!X") hashes its NON-local name
  * ("specific.P!"), which is where the receiving process reads. channels_redis 4.0
  * hashes the full name there, so with more than one server some of ITS direct sends
- * never reach their receiver (ours always do; group_send is unaffected).
+ * never reach a Python receiver; ours always do. And this layer pops its queue key on
+ * every server, so channels_redis's direct sends to C consumers arrive wherever they
+ * land. group_send is unaffected (both hash the non-local name).
  *
  * Messages: our {type, body} is the msgpack map {"type": type, <body's fields>}.
  * JSON integers, floats, strings, booleans, null, arrays and objects map to msgpack
  * and back exactly (floats as float64). A received value that JSON cannot hold
  * (msgpack bin or ext, a non-string map key, NaN or infinity, a non-string "type")
  * is logged and counted in `errors`, and the message is dropped. A body may not have
- * a "type" or "__asgi_channel__" field (CCH_EBODY), nor an integer outside int64.
+ * a "type" or "__asgi_channel__" field (CCH_EBODY).
  *
  * How it works: the layer owns one I/O thread running its own libuv loop with two
  * hiredis connections per server (one for commands, one for the blocking pop or the
@@ -75,10 +77,12 @@
  * `dropped` counts messages lost otherwise; `errors` counts failed Redis commands and
  * undecodable messages.
  *
- * Threads: as for every layer, all functions may be called from any thread. Never
- * drop the last reference to the layer from inside a group_members callback or a
- * wakeup (the I/O thread cannot wait for itself); it is handled, but the layer is
- * then freed asynchronously. */
+ * Threads: as for every layer, all functions may be called from any thread.
+ * cch_layer_group_members's callback runs on the I/O thread: it may call the layer's
+ * functions (they only queue work), and if it drops the last reference the layer is
+ * freed by the I/O thread once the callback has returned. A receiver's wakeup, also
+ * called from the I/O thread, must only schedule work (cchannels/layer.h): it must not
+ * call the layer at all. */
 #ifndef CCHANNELS_REDIS_LAYER_H
 #define CCHANNELS_REDIS_LAYER_H
 

@@ -148,8 +148,8 @@ static ptr unescape(ptr p, ptr end, unsigned char out[4], int *n) {
 
 /* Validates a string whose opening quote is just before p. Returns the pointer
  * after the closing quote, or NULL. *has_esc (may be NULL) tells whether it held a
- * backslash escape. */
-static ptr scan_string(ptr p, ptr end, bool *has_esc) {
+ * backslash escape. An object key (`key`) may not hold \u0000. */
+static ptr scan_string(ptr p, ptr end, bool *has_esc, bool key) {
     bool esc = false;
     for (;;) {
         while (p < end && str_class[*p] == C_PLAIN) p++;
@@ -164,6 +164,7 @@ static ptr scan_string(ptr p, ptr end, bool *has_esc) {
             int n;
             p = unescape(p + 1, end, tmp, &n);
             esc = true;
+            if (key && p && n == 1 && tmp[0] == '\0') return NULL;
         } else {
             p = utf8_seq(p, end, cls);
         }
@@ -171,7 +172,63 @@ static ptr scan_string(ptr p, ptr end, bool *has_esc) {
     }
 }
 
+/* 2^1024 - 2^970, the least value that rounds to infinity as a double (the midpoint
+ * between DBL_MAX and 2^1024; a tie rounds to the even 2^1024), in decimal. */
+static const char dbl_overflow_digits[] =
+    "179769313486231580793728971405303415079934132710037826936173778980444968"
+    "292764750946649017977587207096330286416692887910946555547851940402630657"
+    "488671505820681908902000708383676273854845817711531764475730270069855571"
+    "366959622842914819860834936475292719074168444365510704342711559699508093"
+    "042880177904174497792";
+
+/* Whether the syntactically valid number s[0..e) can be held: an integer (no
+ * fraction, no exponent) within int64, any other number below the double overflow
+ * threshold. */
+static bool number_fits(ptr s, ptr e) {
+    ptr p = s;
+    if (*p == '-') p++;
+    ptr ib = p;
+    while (p < e && is_digit(*p)) p++;
+    size_t ilen = (size_t)(p - ib);
+    ptr fb = p;
+    size_t flen = 0;
+    if (p < e && *p == '.') {
+        fb = ++p;
+        while (p < e && is_digit(*p)) p++;
+        flen = (size_t)(p - fb);
+    }
+    if (p == e && flen == 0) { /* an integer */
+        int64_t v;
+        return cch__json_parse_int((const char *)s, (size_t)(e - s), &v) == 0;
+    }
+    int64_t x = 0; /* the exponent, saturated */
+    if (p < e) {
+        p++; /* 'e' or 'E' */
+        bool xneg = *p == '-';
+        if (*p == '-' || *p == '+') p++;
+        for (; p < e; p++)
+            if (x < ((int64_t)1 << 50)) x = x * 10 + (*p - '0');
+        if (xneg) x = -x;
+    }
+    /* The value is 0.D * 10^(ilen - k + x), D the digits from the first non-zero. */
+    size_t n = ilen + flen, k = 0;
+#define DIGIT(j) ((j) < ilen ? ib[(j)] : fb[(j) - ilen])
+    while (k < n && DIGIT(k) == '0') k++;
+    if (k == n) return true; /* zero */
+    int64_t exp10 = (int64_t)ilen - (int64_t)k + x;
+    const int64_t limit = (int64_t)sizeof dbl_overflow_digits - 1; /* 309 */
+    if (exp10 != limit) return exp10 < limit;
+    for (size_t j = 0; k + j < n; j++) {
+        if (j == (size_t)limit) return false; /* at least the threshold */
+        char d = (char)DIGIT(k + j), h = dbl_overflow_digits[j];
+        if (d != h) return d < h;
+    }
+#undef DIGIT
+    return true; /* a prefix of the threshold, whose last digit is not 0: below it */
+}
+
 static ptr scan_number(ptr p, ptr end) {
+    ptr start = p;
     if (p < end && *p == '-') p++;
     if (p >= end) return NULL;
     if (*p == '0') {
@@ -192,7 +249,7 @@ static ptr scan_number(ptr p, ptr end) {
         if (p >= end || !is_digit(*p)) return NULL;
         while (p < end && is_digit(*p)) p++;
     }
-    return p;
+    return number_fits(start, p) ? p : NULL;
 }
 
 static ptr scan_literal(ptr p, ptr end, const char *lit, size_t n) {
@@ -233,7 +290,7 @@ value:
             goto close;
         }
         goto value;
-    case '"': p = scan_string(p + 1, end, NULL); break;
+    case '"': p = scan_string(p + 1, end, NULL, false); break;
     case 't': p = scan_literal(p, end, "true", 4); break;
     case 'f': p = scan_literal(p, end, "false", 5); break;
     case 'n': p = scan_literal(p, end, "null", 4); break;
@@ -244,7 +301,7 @@ value:
 
 key:
     if (p >= end || *p != '"') return NULL;
-    p = scan_string(p + 1, end, NULL);
+    p = scan_string(p + 1, end, NULL, true);
     if (!p) return NULL;
     p = skip_ws(p, end);
     if (p >= end || *p != ':') return NULL;
@@ -316,7 +373,7 @@ int cch__json_find_field(const char *s, size_t len, const char *name, size_t nam
             if (p >= end || *p != '"') return CCH_EBODY;
             ptr k = p + 1;
             bool esc;
-            p = scan_string(k, end, &esc);
+            p = scan_string(k, end, &esc, true);
             if (!p) return CCH_EBODY;
             ptr kend = p - 1;
             p = skip_ws(p, end);

@@ -11,7 +11,11 @@
  *  - control characters (< 0x20) must be escaped inside strings;
  *  - a \u escape of a surrogate must be a high surrogate directly followed by a \u
  *    low surrogate (a lone surrogate would decode to invalid UTF-8, and jansson
- *    refuses it too); \u0000 is accepted and decodes to a NUL byte;
+ *    refuses it too); \u0000 is accepted in values and decodes to a NUL byte;
+ *  - numbers must be representable, as jansson requires: an integer (no fraction,
+ *    no exponent) within int64; any other number below the double overflow
+ *    threshold (1e-400 is fine: it is 0);
+ *  - an object key may not contain \u0000 (jansson cannot hold it);
  *  - arrays and objects nest at most CCH_MSG_BODY_MAX_DEPTH deep, the outermost
  *    object counting as depth 1 ("{}" has depth 1, {"a":[]} depth 2);
  *  - duplicate keys are allowed; lookups return the LAST occurrence, as Python's

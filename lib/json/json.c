@@ -112,6 +112,9 @@ static bool depth_ok(const char *text, size_t len) {
 
 json_t *cch_json_parse(const char *text, size_t len) {
     if (!text || !depth_ok(text, len)) return NULL;
+    /* A raw NUL byte is never valid JSON (inside strings it must be escaped), and
+     * jansson skips one that follows a number or a literal ("[1\0]" would parse). */
+    if (memchr(text, '\0', len)) return NULL;
     json_error_t err;
     return json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
 }

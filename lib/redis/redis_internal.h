@@ -7,6 +7,7 @@
  *   redis_pubsub.c  channels_redis.pubsub: PUBLISH / (P)SUBSCRIBE
  *   redis_codec.c   msgpack <-> {type, JSON body}, the consistent hash, scores
  *   redis_conf.c    URLs, options, per-channel capacities
+ *   redis_uv.c      hiredis on libuv (a fixed copy of hiredis's adapter)
  *
  * Locking: `lock` guards the operation queue, the counters and the name sets
  * (owned channels, queue keys, groups, fetches). The in-memory layer has its own
@@ -137,7 +138,6 @@ enum rl_op_kind {
     RL_OP_GROUP_SEND,
     RL_OP_MEMBERS,
     RL_OP_FETCH,        /* receive on a plain channel: one ZPOPMIN */
-    RL_OP_WATCH,        /* a new queue key of ours: pop it / PSUBSCRIBE it */
     RL_OP_SUBSCRIBE,    /* pubsub: a group got its first local member */
     RL_OP_UNSUB_CHECK,  /* pubsub: a local member left a group */
     RL_OP_MAINT,        /* internal: re-adding memberships (only counts replies) */
@@ -176,7 +176,9 @@ typedef struct rl_name {
 
 typedef struct rl_conn_state {
     redisAsyncContext *ac;
-    bool up;            /* connected (connect callback succeeded) */
+    bool connected;     /* the connect callback succeeded */
+    unsigned setup;     /* AUTH / SELECT replies still due */
+    bool up;            /* connected and set up: usable */
 } rl_conn_state;
 
 typedef struct rl_shard {
@@ -196,8 +198,10 @@ typedef struct rl_shard {
     char *drain_key;                /* core: the key to ZPOPMIN next, or NULL */
     size_t drain_len;
     uint32_t sub_pending;           /* pubsub: (un)subscribe confirmations due */
+    bool pop_subscribed;            /* pubsub: groups and channels subscribed */
     /* any thread */
     atomic_bool up;                 /* cmd.up, for app threads */
+    atomic_bool pop_ready;          /* pop connection up (pubsub: and confirmed) */
 } rl_shard;
 
 typedef struct rl_stats {
@@ -231,10 +235,11 @@ struct rl_layer {
     rl_name *qkeys;             /* our queue keys' non-local names ("specific.P!") */
     rl_name *groups;            /* groups with (or that had) local members */
     rl_name *fetching;          /* plain channels with a ZPOPMIN in flight */
-    uint32_t rr_send, rr_recv;
+    atomic_uint rr_send, rr_recv;   /* round robin for plain channels */
     rl_stats st;
     bool stopping;
     bool readd_all;             /* re-add memberships on every shard soon */
+    bool keys_changed;          /* a new queue key: pop it / PSUBSCRIBE it */
     /* I/O thread */
     pthread_t thread;
     bool thread_started;
@@ -242,6 +247,8 @@ struct rl_layer {
     uv_async_t wake;
     uv_timer_t refresh;
     bool self_destroy;          /* destroyed from the I/O thread itself */
+    struct rl_echo *echoes, *echo_tail; /* pubsub: our group_sends' echoes to drop */
+    size_t n_echoes;
     atomic_uint_fast64_t last_us;
     atomic_bool io_running;
 };
@@ -254,6 +261,9 @@ size_t rl_capacity_for(const rl_layer *l, const char *channel);
 /* Length of the non-local part of a channel name, '!' included; the whole length
  * when there is no '!'. */
 size_t rl_nonlocal_len(const char *name, size_t len);
+
+/* A plain channel's fetch is over (core): another receive may start one. */
+void rl_fetch_done(rl_layer *l, const char *channel);
 
 /* Whether `name` is one of our live channels. Call with lock held. */
 bool rl_owned_locked(rl_layer *l, const char *name, size_t len);
@@ -281,6 +291,10 @@ void rl_op_reply(rl_layer *l, rl_op *op);
 /* I/O thread: keep op until shard s is back (or drop it when the buffer is off). */
 void rl_pend(rl_layer *l, rl_shard *s, rl_op *op);
 
+/* I/O thread: run the shard's retry timer (reconnect what is missing, restart the
+ * pop loop) after its backoff delay. */
+void rl_io_retry_later(rl_layer *l, rl_shard *s);
+
 /* I/O thread: the command connection of shard i, or NULL when it is down. */
 redisAsyncContext *rl_cmd(rl_layer *l, uint32_t i);
 
@@ -296,6 +310,9 @@ bool rl_reply_ok(rl_layer *l, const redisReply *r, const char *what);
 /* I/O thread, any mode: deliver a received message to local channel `name`. */
 void rl_deliver_local(rl_layer *l, const char *name, size_t len, cch_msg *m);
 
+/* Attaches a hiredis context to the loop (redis_uv.c). REDIS_OK or REDIS_ERR. */
+int rl_uv_attach(redisAsyncContext *ac, uv_loop_t *loop);
+
 /* Start / stop the I/O thread (redis_io.c). */
 int rl_io_start(rl_layer *l);
 void rl_io_stop(rl_layer *l);
@@ -310,5 +327,6 @@ void rl_core_readd(rl_layer *l, rl_shard *s);         /* re-add our memberships 
 
 void rl_pubsub_dispatch(rl_layer *l, rl_op *op);
 void rl_pubsub_sub_up(rl_layer *l, rl_shard *s);      /* subscriber connection up */
+void rl_pubsub_cleanup(rl_layer *l);                  /* at stop: frees its state */
 
 #endif

@@ -2,9 +2,16 @@
  *
  * wslay does the protocol work: unmasking, fragmentation, control frames, UTF-8
  * validation (also across fragments and in close reasons), close codes, and the
- * message size limit (max_recv_msg_length -> 1009). Its pongs and close frames go
+ * frame size limit (max_recv_msg_length -> 1009). Its pongs and close frames go
  * through our send callback into the connection's own output queue, so they keep
  * their order with our frames.
+ *
+ * Data messages are assembled here, not by wslay (which runs without buffering):
+ * wslay keeps each fragment in its own pair of allocations, so a message of 1-byte
+ * fragments would cost about 100 times its size, and checks the size of each frame
+ * only. We append every fragment's payload to one buffer per connection, growing it
+ * geometrically up to max_message_bytes, and refuse (1009) a fragment that would
+ * take the message past the limit when its frame starts, before buffering any of it.
  *
  * A wslay event context costs about 9 KiB, far more than an idle connection may.
  * So a connection has one (a ws_input) only while it holds an unfinished frame or
@@ -28,8 +35,14 @@ struct ws_input {
     uint64_t frame_total;        /* header + payload of the frame being read */
     bool frame_open;             /* a frame started and has not ended */
     bool msg_open;               /* a fragmented data message is unfinished */
+    bool data_frame;             /* the current frame is text, binary or continuation */
     uint16_t fail_code;          /* a protocol error we found ourselves */
+    uint8_t *msg;                /* the data message being assembled */
+    size_t msg_len, msg_cap;
 };
+
+/* A parser given back keeps a message buffer up to this size for the next one. */
+#define WS_INPUT_KEEP_BUF 4096
 
 /* ---- wslay callbacks (user data: the server; the connection is srv->cur) ------- */
 
@@ -98,6 +111,43 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
         in->msg_open = !arg->fin;
     else if (arg->opcode == WSLAY_CONTINUATION_FRAME && arg->fin)
         in->msg_open = false;
+    in->data_frame = arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
+                     arg->opcode == WSLAY_CONTINUATION_FRAME;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        in->msg_len = 0;
+    if (in->data_frame && pl > s->opts.max_message_bytes - in->msg_len && !in->fail_code) {
+        /* The whole message, not only this frame, must fit the limit. */
+        in->fail_code = 1009;
+        wslay_event_shutdown_read(ctx);
+    }
+}
+
+/* Appends a chunk of a data frame's payload to the message being assembled. */
+static void frame_chunk_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
+{
+    ws_server *s = ud;
+    ws_input *in = s->cur->in;
+    if (!in->data_frame || in->fail_code || arg->data_length == 0)
+        return;
+    size_t need = in->msg_len + arg->data_length; /* <= max_message_bytes: checked */
+    if (need > in->msg_cap) {
+        size_t cap = in->msg_cap * 2;
+        if (cap > s->opts.max_message_bytes)
+            cap = s->opts.max_message_bytes;
+        if (cap < need)
+            cap = need;
+        uint8_t *nb = cch__realloc(in->msg, cap);
+        if (!nb) {
+            in->fail_code = 1011;
+            wslay_event_shutdown_read(ctx);
+            return;
+        }
+        in->msg = nb;
+        in->msg_cap = cap;
+    }
+    memcpy(in->msg + in->msg_len, arg->data, arg->data_length);
+    in->msg_len = need;
 }
 
 static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
@@ -122,9 +172,10 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         /* After our close frame, messages are read and dropped (RFC 6455 7.1.2). */
         if (c->state == WS_OPEN && !(c->flags & WS_F_CLOSE_SENT) && c->cc) {
             s->stats.messages_in++;
-            cch_conn_receive(c->cc, arg->msg_length ? (const void *)arg->msg : "",
-                             arg->msg_length, arg->opcode == WSLAY_BINARY_FRAME);
+            cch_conn_receive(c->cc, c->in->msg_len ? (const void *)c->in->msg : "",
+                             c->in->msg_len, arg->opcode == WSLAY_BINARY_FRAME);
         }
+        c->in->msg_len = 0;
         break;
     case WSLAY_PONG:
         c->flags &= (uint16_t)~WS_F_PINGED;
@@ -145,7 +196,7 @@ static const struct wslay_event_callbacks callbacks = {
     .send_callback = send_cb,
     .genmask_callback = genmask_cb,
     .on_frame_recv_start_callback = frame_start_cb,
-    .on_frame_recv_chunk_callback = NULL,
+    .on_frame_recv_chunk_callback = frame_chunk_cb,
     .on_frame_recv_end_callback = frame_end_cb,
     .on_msg_recv_callback = msg_cb,
 };
@@ -167,10 +218,14 @@ static ws_input *input_get(ws_server *s)
             return NULL;
         }
         wslay_event_config_set_max_recv_msg_length(in->ctx, s->opts.max_message_bytes);
+        wslay_event_config_set_no_buffering(in->ctx, 1);
+        in->msg = NULL;
+        in->msg_cap = 0;
     }
     in->fed = in->consumed = in->frame_total = 0;
-    in->frame_open = in->msg_open = false;
+    in->frame_open = in->msg_open = in->data_frame = false;
     in->fail_code = 0;
+    in->msg_len = 0;
     s->stats.input_contexts++;
     return in;
 }
@@ -178,6 +233,7 @@ static ws_input *input_get(ws_server *s)
 static void input_destroy(ws_input *in)
 {
     wslay_event_context_free(in->ctx);
+    cch__free(in->msg);
     cch__free(in);
 }
 
@@ -188,10 +244,16 @@ static void input_put(ws_conn *c)
     ws_input *in = c->in;
     c->in = NULL;
     s->stats.input_contexts--;
-    if (!s->spare_ctx && !s->stopping)
+    if (!s->spare_ctx && !s->stopping) {
+        if (in->msg_cap > WS_INPUT_KEEP_BUF) {
+            cch__free(in->msg);
+            in->msg = NULL;
+            in->msg_cap = 0;
+        }
         s->spare_ctx = in;
-    else
+    } else {
         input_destroy(in);
+    }
 }
 
 void ws_input_free(ws_conn *c)

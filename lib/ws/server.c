@@ -175,6 +175,8 @@ static void reject_unallocated(ws_server *s)
     uv_close((uv_handle_t *)&s->spare, spare_closed);
 }
 
+static void conn_accepted(ws_server *s, ws_conn *c);
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     ws_server *s = listener->data;
@@ -192,6 +194,26 @@ static void on_connection(uv_stream_t *listener, int status)
         ws_conn_discard_new(c);
         return;
     }
+    conn_accepted(s, c);
+}
+
+int ws_server_adopt(ws_server *s, uv_os_sock_t fd)
+{
+    ws_conn *c = ws_conn_new(s);
+    if (!c)
+        return CCH_ENOMEM;
+    if (uv_tcp_open(&c->tcp, fd) != 0) {
+        ws_conn_discard_new(c);
+        return CCH_EIO;
+    }
+    conn_accepted(s, c);
+    return 0;
+}
+
+/* A new client socket: counted, answered 503 beyond max_connections, else given the
+ * handshake deadline; reading starts. */
+static void conn_accepted(ws_server *s, ws_conn *c)
+{
     s->stats.tcp_accepted++;
     s->stats.tcp_active++;
     uv_tcp_nodelay(&c->tcp, 1);

@@ -140,6 +140,10 @@ void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 /* Finishes a stopping server once its last connection is gone. */
 void ws_server_maybe_done(ws_server *s);
+/* Takes a connected stream socket as a new client, as if the listener had accepted
+ * it (the fuzz targets drive the server through socketpairs this way). Returns 0,
+ * CCH_ENOMEM or CCH_EIO; on failure fd is still the caller's. */
+int ws_server_adopt(ws_server *s, uv_os_sock_t fd);
 
 /* ---- conn.c: connection life cycle ------------------------------------------- */
 ws_conn *ws_conn_new(ws_server *s);

@@ -66,10 +66,12 @@ class Shutdown(unittest.TestCase):
 
     def test_bind_failure_exit_code(self):
         srv = w.Server()
-        other = __import__("subprocess").run([w.server_bin(), "--port", str(srv.port)],
-                                             capture_output=True, timeout=w.TIMEOUT)
+        other = __import__("subprocess").run(
+            w.server_wrap.command([w.server_bin(), "--port", str(srv.port)]),
+            capture_output=True, timeout=w.TIMEOUT)
         self.assertEqual(other.returncode, 1)
         self.assertIn(b"input/output error", other.stderr)
+        self.assertIsNone(w.server_wrap.report(other.stderr.decode(errors="replace")))
         code, err = srv.stop()
         self.assertEqual(code, 0, err[-3000:])
 

@@ -21,8 +21,11 @@ import sys
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import server_wrap  # noqa: E402  (tests/server_wrap.py: the valgrind pass)
+
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-TIMEOUT = 10.0
+TIMEOUT = 10.0 * server_wrap.SLOWDOWN
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
@@ -41,8 +44,8 @@ class Server:
 
     def __init__(self, *args):
         self.args = [str(a) for a in args]
-        self.proc = subprocess.Popen([server_bin(), *self.args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(server_wrap.command([server_bin(), *self.args]),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self._readline(TIMEOUT)
         if not line.startswith(b"PORT "):
             self.proc.kill()
@@ -85,6 +88,8 @@ class Server:
         for marker in ("runtime error:", "AddressSanitizer", "LeakSanitizer"):
             if marker in text:
                 return -998, text  # a sanitizer report fails the test
+        if server_wrap.report(text):
+            return -997, text  # so does valgrind's
         return self.proc.returncode, text
 
     def stats(self):
