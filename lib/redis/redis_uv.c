@@ -1,11 +1,13 @@
-/* lib/redis/redis_uv.c - attaches a hiredis async context to a libuv loop.
+/* lib/redis/redis_uv.c - our libuv adapter for hiredis's async event hooks.
  *
- * The same as hiredis's adapters/libuv.h, with two fixes that the Redis layer's fault
- * handling depends on: when libuv reports a socket error (a server killed with data
- * in flight gives POLLERR, and libuv then stops the watcher and passes a negative
- * status), hiredis 0.14's adapter ignored it and the connection hung forever; here
- * hiredis is told to read/write, finds the error and disconnects. And a failed
- * uv_poll_init no longer leaks. */
+ * hiredis lets any loop drive an async context through five hooks (add/del read,
+ * add/del write, cleanup). We implement them on a uv_poll_t rather than use the
+ * adapter Debian's hiredis 0.14 ships (adapters/libuv.h), because the Redis layer's
+ * fault handling needs what that one does not do: when libuv reports a socket error
+ * (a server killed with data in flight gives POLLERR; libuv then stops the watcher
+ * and passes a negative status) it returns without telling hiredis, and the
+ * connection hangs forever. Here hiredis is told to read/write, runs into the error
+ * and disconnects. A failed uv_poll_init also frees what it allocated. */
 #include "redis_internal.h"
 
 typedef struct rl_uv_events {
