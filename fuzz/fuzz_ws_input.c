@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_ASSERT(buf, "malloc");
         memcpy(buf, hs, n);
         memcpy(buf + n, data + 1, size - 1);
-        fz_send(c, buf, total, chunk ? chunk : 0);
+        fz_send(c, buf, total, chunk);
         free(buf);
     } else {
         fz_send(c, hs, n, 0);

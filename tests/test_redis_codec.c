@@ -298,6 +298,21 @@ static void test_malformed_msgpack(void **state) {
     for (size_t i = 0; i < n; i++) assert_int_equal(decode_err(data, i, err, sizeof err), CCH_EBODY);
 }
 
+/* Empty strings as keys and values: msgpack-c gives them a NULL pointer, which must
+ * not reach memcpy or pointer arithmetic (UBSan; found by fuzz/fuzz_redis_msgpack). */
+static void test_empty_strings(void **state) {
+    (void)state;
+    char data[64];
+    /* {"": "", "type": "a", "k": ""} */
+    size_t n = unhex("83a0a0a474797065a161a16ba0", data);
+    rl_incoming in;
+    char err[160];
+    assert_int_equal(rl_decode(&in, data, n, err, sizeof err), 0);
+    assert_string_equal(cch_msg_type(in.msg), "a");
+    assert_string_equal(cch_msg_body(in.msg), "{\"\":\"\",\"k\":\"\"}");
+    rl_incoming_done(&in);
+}
+
 /* ---- hash, time, urls ---------------------------------------------------------------------- */
 
 static void test_hash_matches_channels_redis(void **state) {
@@ -554,6 +569,7 @@ int main(void) {
         cmocka_unit_test(test_body_reserved_fields),
         cmocka_unit_test(test_values_json_cannot_hold),
         cmocka_unit_test(test_malformed_msgpack),
+        cmocka_unit_test(test_empty_strings),
         cmocka_unit_test(test_hash_matches_channels_redis),
         cmocka_unit_test(test_scores),
         cmocka_unit_test(test_urls),

@@ -270,7 +270,8 @@ static bool json_escape(rl_buf *b, const char *s, size_t n) {
         }
         run = i + 1;
     }
-    return rl_buf_put(b, s + run, n - run) && rl_buf_putc(b, '"');
+    /* An empty msgpack string has a NULL pointer: no arithmetic on it. */
+    return (run == n || rl_buf_put(b, s + run, n - run)) && rl_buf_putc(b, '"');
 }
 
 /* The shortest of %.15g, %.16g, %.17g that reads back as d, always with a '.' or an
@@ -411,7 +412,7 @@ int rl_decode(rl_incoming *in, const char *data, size_t len, char *err, size_t e
             char field[48];
             size_t fl = kv->key.via.str.size < sizeof field - 1 ? kv->key.via.str.size
                                                                  : sizeof field - 1;
-            memcpy(field, kv->key.via.str.ptr, fl);
+            if (fl) memcpy(field, kv->key.via.str.ptr, fl); /* ptr is NULL when empty */
             field[fl] = '\0';
             if ((!first && !rl_buf_putc(&b, ',')) ||
                 !json_escape(&b, kv->key.via.str.ptr, kv->key.via.str.size) || !rl_buf_putc(&b, ':'))
