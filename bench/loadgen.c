@@ -26,7 +26,9 @@
  * to 64 KiB (more for big messages) per readable socket per loop turn into a buffer
  * shared by the thread's connections; frames are parsed in place and only a
  * trailing partial frame is copied aside; messages too big to be ours are skipped
- * unread. A sender writes all the messages it may send in one write. With
+ * unread. A sender writes all the messages it may send in one write. With --rate R
+ * a sender also keeps to R messages per second (an open-loop schedule, still capped
+ * at F in flight), so that a server can be measured at a given load. With
  * --src-ips K the clients bind to 127.0.0.1 .. 127.0.0.K (IP_BIND_ADDRESS_NO_PORT,
  * before connect), so more than 60 000 connections fit; --threads spreads the
  * clients over several loops.
@@ -79,6 +81,7 @@ static struct config {
     bool add_name;
     size_t clients, senders, inflight, size, threads, src_ips, concurrency;
     double warmup_s, duration_s, connect_timeout_s, settle_s, stall_s;
+    double rate;                 /* messages per second per sender; 0: as fast as F allows */
     pid_t pids[MAX_PIDS];
     int n_pids;
     bool json_only;
@@ -102,6 +105,8 @@ static const char usage[] =
     "  -c, --clients N             connections (default 10)\n"
     "  -s, --senders S             how many of them send (default 1; 0: idle clients)\n"
     "  -f, --inflight F            messages in flight per sender (default 16)\n"
+    "  -r, --rate R                at most R messages per second per sender, evenly\n"
+    "                              spaced (default: no limit but --inflight)\n"
     "  -m, --size BYTES            message text length (default 32; longer if the\n"
     "                              timestamp, id and sequence number need more)\n"
     "  -w, --warmup SECS           warm-up before measuring (default 1)\n"
@@ -327,6 +332,8 @@ typedef struct conn {
     uint64_t skip;               /* payload bytes of an oversized frame to skip */
     uint64_t deliveries;         /* bench messages received, whole run */
     uint64_t progress;           /* sender: when its in-flight set last changed */
+    uint64_t rate_t0;            /* sender with --rate: when its schedule started */
+    uint64_t rate_sent;          /* sender with --rate: messages sent on it */
     char *rbuf, *wbuf;
     char key[25];                /* Sec-WebSocket-Key */
 } conn;
@@ -522,8 +529,18 @@ static void top_up(worker *w, conn *c, uint64_t now, bool counting)
     if (c->state != C_OPEN || !c->sender || !w->sending || c->inflight >= cfg.inflight)
         return;
     size_t k = cfg.inflight - c->inflight;
-    uint8_t *p = (uint8_t *)w->sbuf;
     now = now_ns();                     /* the send time the messages carry */
+    if (cfg.rate > 0) {
+        if (!c->rate_t0)
+            c->rate_t0 = now;
+        uint64_t due = (uint64_t)((double)(now - c->rate_t0) * cfg.rate / 1e9) + 1;
+        if (due <= c->rate_sent)
+            return;
+        if (due - c->rate_sent < k)
+            k = (size_t)(due - c->rate_sent);
+        c->rate_sent += k;
+    }
+    uint8_t *p = (uint8_t *)w->sbuf;
     for (size_t i = 0; i < k; i++) {
         /* the payload is built where put_frame will leave it, then masked in place */
         char text[64];
@@ -1056,18 +1073,24 @@ static void *worker_run(void *arg)
                 w->sending = true;
                 for (size_t i = w->index; i < cfg.senders; i += cfg.threads)
                     top_up(w, &conns[i], now, false);
-            } else if (now - w->stall_check >= 100000000u) {
-                /* a sender whose messages stopped coming back: count them lost */
-                w->stall_check = now;
-                for (size_t i = w->index; i < cfg.senders; i += cfg.threads) {
-                    conn *c = &conns[i];
-                    if (c->state == C_OPEN && c->inflight &&
-                        now - c->progress >= (uint64_t)(cfg.stall_s * 1e9)) {
-                        note("sender %u: %u messages not back after %.1f s: lost", c->id,
-                             c->inflight, cfg.stall_s);
-                        w->lost += c->inflight;
-                        c->inflight = 0;
-                        top_up(w, c, now, now >= tm && now < te);
+            } else {
+                if (cfg.rate > 0) /* the schedule: send what has become due */
+                    for (size_t i = w->index; i < cfg.senders; i += cfg.threads)
+                        top_up(w, &conns[i], now, now >= tm && now < te);
+                if (now - w->stall_check >= 100000000u) {
+                    /* a sender whose messages stopped coming back: count them lost
+                     * (progress may be a little after `now`: it was just sent) */
+                    w->stall_check = now;
+                    for (size_t i = w->index; i < cfg.senders; i += cfg.threads) {
+                        conn *c = &conns[i];
+                        if (c->state == C_OPEN && c->inflight && now > c->progress &&
+                            now - c->progress >= (uint64_t)(cfg.stall_s * 1e9)) {
+                            note("sender %u: %u messages not back after %.1f s: lost", c->id,
+                                 c->inflight, cfg.stall_s);
+                            w->lost += c->inflight;
+                            c->inflight = 0;
+                            top_up(w, c, now, now >= tm && now < te);
+                        }
                     }
                 }
             }
@@ -1085,6 +1108,8 @@ static void *worker_run(void *arg)
                 uint64_t next = now < tm ? tm : te;
                 uint64_t ms = (next - now + 999999) / 1000000;
                 timeout = ms < 10 ? (int)ms : 10;
+                if (cfg.rate > 0)
+                    timeout = 1; /* the schedule's next sends */
             }
         } else {
             ended = true;
@@ -1209,6 +1234,7 @@ static int parse_args(int argc, char **argv)
         {"clients", required_argument, NULL, 'c'},
         {"senders", required_argument, NULL, 's'},
         {"inflight", required_argument, NULL, 'f'},
+        {"rate", required_argument, NULL, 'r'},
         {"size", required_argument, NULL, 'm'},
         {"warmup", required_argument, NULL, 'w'},
         {"duration", required_argument, NULL, 'd'},
@@ -1225,13 +1251,14 @@ static int parse_args(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    for (int o; (o = getopt_long(argc, argv, "u:c:s:f:m:w:d:t:h", opts, NULL)) != -1;) {
+    for (int o; (o = getopt_long(argc, argv, "u:c:s:f:r:m:w:d:t:h", opts, NULL)) != -1;) {
         bool ok = true;
         switch (o) {
         case 'u': cfg.url = optarg; break;
         case 'c': ok = parse_size(optarg, 1, 10000000, &cfg.clients); break;
         case 's': ok = parse_size(optarg, 0, 10000000, &cfg.senders); break;
         case 'f': ok = parse_size(optarg, 1, 65536, &cfg.inflight); break;
+        case 'r': ok = parse_secs(optarg, &cfg.rate) && cfg.rate > 0; break;
         case 'm': ok = parse_size(optarg, 0, 64u << 20, &cfg.size); break;
         case 'w': ok = parse_secs(optarg, &cfg.warmup_s); break;
         case 'd': ok = parse_secs(optarg, &cfg.duration_s); break;
@@ -1463,7 +1490,7 @@ int main(int argc, char **argv)
     printf(", \"url\": ");
     json_str(stdout, cfg.url);
     printf(", \"clients\": %zu, \"clients_open\": %zu, \"senders\": %zu, \"inflight\": %zu, "
-           "\"size\": %zu, \"threads\": %zu, \"connect_s\": %.3f, \"settle_s\": %.3f, "
+           "\"rate\": %.1f, \"size\": %zu, \"threads\": %zu, \"connect_s\": %.3f, \"settle_s\": %.3f, "
            "\"warmup_s\": %.3f, \"duration_s\": %.3f, "
            "\"deliveries\": %" PRIu64 ", \"deliveries_per_s\": %.1f, \"sends\": %" PRIu64
            ", \"deliveries_total\": %" PRIu64 ", \"other_messages\": %" PRIu64
@@ -1471,7 +1498,7 @@ int main(int argc, char **argv)
            ", \"lat_p50_us\": %.2f, \"lat_p90_us\": %.2f, \"lat_p99_us\": %.2f, "
            "\"lat_p999_us\": %.2f, \"lat_max_us\": %.2f, \"client_cpu_s\": %.4f, "
            "\"client_cpu_ns_per_delivery\": %.2f, \"other_busy_cpus\": %.3f",
-           cfg.clients, opened, cfg.senders, cfg.inflight, cfg.size, cfg.threads,
+           cfg.clients, opened, cfg.senders, cfg.inflight, cfg.rate, cfg.size, cfg.threads,
            connect_s, settle_s, cfg.warmup_s, secs, t.deliveries, rate, t.sends,
            all_deliveries, t.others, t.reads, t.bytes_in,
            p50, p90, p99, p999, pmax, cpu, cpu * per, others_cpus);

@@ -19,11 +19,13 @@ With two or more CPUs the server is pinned to CPU 0 and loadgen to CPU 1 (taskse
 so the two never share a core; --no-pin turns that off. loadgen also reports how
 many CPUs anything else kept busy during its window (/proc/stat); a run disturbed by
 more than --max-other CPUs (default 0.1) is run again (at most twice, and not once
-200 s have passed, which keeps the whole run under 5 minutes), and the table shows
-the largest such figure among the runs it reports: compare only rows near 0.
+200 s have passed, which keeps the whole run under 5 minutes; the least disturbed
+attempt counts), and the table shows the largest such figure among the runs it
+reports: compare only rows near 0.
 
 Usage: /usr/bin/python3 bench/run_ws_bench.py [--build DIR] [--repeat R]
-           [--duration S] [--warmup S] [--quick] [--json FILE]
+           [--duration S] [--warmup S] [--quick] [--json FILE] [--clients 10,100,1000]
+           [--senders 1,4] [--inflight 16,1] [--no-idle] [--no-pin]
 Prints the machine, the commands and Markdown tables (the ones in
 docs/benchmarks.md). The whole run takes about 2 minutes on a quiet machine.
 """
@@ -147,6 +149,10 @@ def main():
     ap.add_argument("--max-other", type=float, default=0.1,
                     help="rerun a run when other processes kept more CPUs busy")
     ap.add_argument("--json", help="write every run's loadgen result here")
+    ap.add_argument("--clients", default="10,100,1000", help="room sizes, comma-separated")
+    ap.add_argument("--senders", default="1,4")
+    ap.add_argument("--inflight", default="16,1")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle-connection runs")
     a = ap.parse_args()
     if a.quick:
         a.repeat, a.duration, a.warmup = 1, 1.0, 0.5
@@ -159,11 +165,14 @@ def main():
     timeout = a.warmup + a.duration + 60
 
     runs = []
-    cells = [(n, s, f) for n in (10, 100, 1000) for f in (16, 1) for s in (1, 4)]
+    ints = lambda v: [int(x) for x in v.split(",") if x]
+    cells = [(n, s, f) for n in ints(a.clients) for f in ints(a.inflight)
+             for s in ints(a.senders)]
     rows = []
     for n, s, f in cells:
         results = []
         for i in range(a.repeat):
+            attempts = []
             for attempt in range(3):
                 srv = Server(chat, use_pin)
                 try:
@@ -176,10 +185,11 @@ def main():
                 r["server_log"] = err[-2000:]
                 r["attempt"] = attempt
                 runs.append(r)
+                attempts.append(r)
                 if r["other_busy_cpus"] <= a.max_other or time.monotonic() - started > 200:
                     break
                 log("    (rerun: other processes kept %.2f CPUs busy)" % r["other_busy_cpus"])
-            results.append(r)
+            results.append(min(attempts, key=lambda r: r["other_busy_cpus"]))
         results.sort(key=lambda r: r["deliveries_per_s"])
         med = results[len(results) // 2]
         lo, hi = results[0]["deliveries_per_s"], results[-1]["deliveries_per_s"]
@@ -191,7 +201,8 @@ def main():
              med["server_cpu_ns_per_delivery"], sum(r["missing"] for r in results)))
 
     idle = []
-    for n, path in ((1000, "/ws/chat/idle/"), (1000, "/ws/echo/"), (10000, "/ws/echo/")):
+    for n, path in () if a.no_idle else ((1000, "/ws/chat/idle/"), (1000, "/ws/echo/"),
+                                          (10000, "/ws/echo/")):
         srv = Server(chat, use_pin)
         try:
             r = run_loadgen(loadgen, srv, path, ["-c", str(n), "-s", "0", "-w", "0",
@@ -227,13 +238,16 @@ def main():
             "0" if not missing else "**%.1f%%**" % (100.0 * missing / max(1, expected)),
             max(r["other_busy_cpus"] for r in results)))
     out.append("")
-    out.append("| idle clients | endpoint | server RSS before | with them open | per connection |")
-    out.append("|---:|---|---:|---:|---:|")
+    if idle:
+        out.append("| idle clients | endpoint | server RSS before | with them open "
+                   "| per connection |")
+        out.append("|---:|---|---:|---:|---:|")
     for n, path, r in idle:
         out.append("| %d | `%s` | %.1f MiB | %.1f MiB | %.0f B |" % (
             n, path, r["server_rss_start_kb"] / 1024.0, r["server_rss_kb"] / 1024.0,
             r["server_rss_per_conn_bytes"]))
-    out.append("")
+    if idle:
+        out.append("")
     out.append("Whole run: %.0f s." % (time.monotonic() - started))
     print("\n".join(out))
     errors = [r for r in runs if r["errors"] and r["errors"] != r["missing"]]
