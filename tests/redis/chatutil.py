@@ -34,7 +34,7 @@ class ChatServer(Process):
     def __init__(self, exe, layer):
         self.port = free_port()
         super().__init__([exe, "--host", "127.0.0.1", "--port", str(self.port),
-                          "--layer", layer, "--log-level", "info"])
+                          "--layer", layer, "--log-level", "info"], ours=True)
         wait_listening(self.port, self)
 
     def url(self, room, name):

@@ -18,7 +18,10 @@ import tempfile
 import threading
 import time
 
-STEP = 10.0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import server_wrap  # noqa: E402  (tests/server_wrap.py: valgrind in the valgrind pass)
+
+STEP = 10.0 * server_wrap.SLOWDOWN
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
@@ -97,9 +100,14 @@ class RedisServer:
 class Process:
     """A child process whose stderr goes to a temporary file."""
 
-    def __init__(self, argv, env=None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
+    def __init__(self, argv, env=None, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                 ours=False):
+        """`ours`: one of our binaries, run under $CCH_SERVER_WRAPPER (valgrind)."""
         self.err = tempfile.TemporaryFile(mode="w+")
         self.final = None
+        self.ours = ours
+        if ours:
+            argv = server_wrap.command(argv)
         self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=self.err,
                                      env=env, text=True, bufsize=1)
 
@@ -133,6 +141,9 @@ class Process:
                 self.proc.kill()
                 self.proc.wait(timeout=STEP)
         self._closed()
+        found = server_wrap.report(self.final) if self.ours else None
+        if found:
+            raise AssertionError("the server's wrapper reported errors:\n" + found)
         return self.proc.returncode
 
 
@@ -140,7 +151,8 @@ class Peer(Process):
     """tests/redis/redis_peer: commands in, answers and "msg" lines out."""
 
     def __init__(self, exe, *urls, args=()):
-        super().__init__([exe, *args, *urls], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        super().__init__([exe, *args, *urls], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         ours=True)
         self.lines = queue.Queue()
         self.msgs = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

@@ -19,7 +19,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from redisutil import Peer, RedisServer, need_packages  # noqa: E402
+from redisutil import Peer, RedisServer, need_packages, server_wrap  # noqa: E402
 
 need_packages("channels_redis", "msgpack", "redis")
 
@@ -27,7 +27,7 @@ from channels_redis.core import RedisChannelLayer  # noqa: E402
 from channels_redis.pubsub import RedisPubSubChannelLayer  # noqa: E402
 
 PEER = None
-STEP = 10.0
+STEP = 10.0 * server_wrap.SLOWDOWN
 
 # Every kind of value a message carries, as Python sends it and as C must see it.
 FIELDS = {"message": "h\u00e9llo \u2603", "n": 42, "neg": -7, "big": 2**53 + 1,
