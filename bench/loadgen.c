@@ -84,6 +84,8 @@ static struct config {
     double rate;                 /* messages per second per sender; 0: as fast as F allows */
     pid_t pids[MAX_PIDS];
     int n_pids;
+    uint16_t ports[MAX_PIDS];    /* --ports: client i connects to ports[i % n_ports] */
+    int n_ports;
     bool json_only;
     const char *label;
     struct sockaddr_storage addr;
@@ -123,6 +125,8 @@ static const char usage[] =
     "      --stall SECS            a sender whose messages have not come back for this\n"
     "                              long counts them lost and sends again (default 1)\n"
     "      --server-pid PID[,PID]  sample these processes' CPU time and RSS\n"
+    "      --ports P[,P...]        spread the clients over these ports of the URL's host\n"
+    "                              (client i: the (i mod K)-th; e.g. several servers)\n"
     "      --label TEXT            copied into the JSON line\n"
     "      --json                  print only the JSON line\n"
     "  -h, --help                  this help\n";
@@ -868,7 +872,12 @@ static void start_connect(worker *w, conn *c)
             return;
         }
     }
-    if (connect(fd, (struct sockaddr *)&cfg.addr, cfg.addr_len) < 0 && errno != EINPROGRESS) {
+    struct sockaddr_storage dst = cfg.addr;
+    if (cfg.n_ports && dst.ss_family == AF_INET)
+        ((struct sockaddr_in *)&dst)->sin_port = htons(cfg.ports[c->id % (unsigned)cfg.n_ports]);
+    else if (cfg.n_ports && dst.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&dst)->sin6_port = htons(cfg.ports[c->id % (unsigned)cfg.n_ports]);
+    if (connect(fd, (struct sockaddr *)&dst, cfg.addr_len) < 0 && errno != EINPROGRESS) {
         note("client %u: connect: %s%s", c->id, strerror(errno),
              errno == EADDRNOTAVAIL ? " (out of source ports: try --src-ips)" : "");
         w->connect_failed++;
@@ -1227,7 +1236,7 @@ static bool parse_url(const char *url)
 
 static int parse_args(int argc, char **argv)
 {
-    enum { O_SRC = 1000, O_NONAME, O_CONC, O_CTIMEOUT, O_SETTLE, O_STALL, O_PID, O_LABEL,
+    enum { O_SRC = 1000, O_NONAME, O_CONC, O_CTIMEOUT, O_SETTLE, O_STALL, O_PID, O_LABEL, O_PORTS,
            O_JSON };
     static const struct option opts[] = {
         {"url", required_argument, NULL, 'u'},
@@ -1247,6 +1256,7 @@ static int parse_args(int argc, char **argv)
         {"stall", required_argument, NULL, O_STALL},
         {"server-pid", required_argument, NULL, O_PID},
         {"label", required_argument, NULL, O_LABEL},
+        {"ports", required_argument, NULL, O_PORTS},
         {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -1282,6 +1292,18 @@ static int parse_args(int argc, char **argv)
             break;
         }
         case O_LABEL: cfg.label = optarg; break;
+        case O_PORTS: {
+            char *s = optarg, *tok;
+            while ((tok = strsep(&s, ",")) != NULL) {
+                size_t v;
+                if (cfg.n_ports == MAX_PIDS || !parse_size(tok, 1, 65535, &v)) {
+                    ok = false;
+                    break;
+                }
+                cfg.ports[cfg.n_ports++] = (uint16_t)v;
+            }
+            break;
+        }
         case O_JSON: cfg.json_only = true; break;
         case 'h': printf(usage, argv[0]); return 0;
         default: fprintf(stderr, usage, argv[0]); return 2;
