@@ -1,8 +1,9 @@
 /* tests/test_app.c - the app: life cycle, routes (first match wins, malformed
  * patterns and handler tables), the middleware chain, dispatch by type ('.' == '_',
  * default handler, built-ins, unknown types), handlers seeing their own scope, the
- * (route, message) lookup cache, connections ending mid-batch, wakeup from another
- * thread, a 10 000 member fanout without allocation, and ENOMEM paths. */
+ * (route, message) lookup cache (also with more messages in a batch than it has slots,
+ * and the references it drops for them), connections ending mid-batch, wakeup from
+ * another thread, a 10 000 member fanout without allocation, and ENOMEM paths. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <pthread.h>
 
 #include "app_internal.h"
+#include "msg_internal.h"
 #include "conn_fixture.h"
 
 /* ---- recorders ----------------------------------------------------------------------- */
@@ -619,6 +621,86 @@ static void test_cache_mixed_routes(void **state) {
     for (int i = 0; i < 6; i++) cch_conn_disconnected(c[i], 1000);
 }
 
+/* More distinct messages in one dispatch than the lookup table has slots: every
+ * delivery runs its handler, in each connection's order, and every reference the
+ * dispatch held is dropped when it returns. */
+typedef struct seq_state {
+    int64_t last;
+    int count;
+} seq_state;
+
+static int seq_connect(cch_conn *c) {
+    seq_state *st = cch_state(c);
+    st->last = -1;
+    int rc = cch_group_add(c, "seq");
+    return rc < 0 ? rc : cch_accept(c, NULL);
+}
+
+static void seq_handler(cch_conn *c, const cch_msg *m) {
+    seq_state *st = cch_state(c);
+    int64_t n = -1;
+    assert_int_equal(cch_msg_field_int(m, "n", &n), 0);
+    assert_true(n > st->last);
+    assert_true(cch__msg_refs(m) >= 2); /* the test's and the dispatch's, at least */
+    st->last = n;
+    st->count++;
+}
+
+static void test_cache_many_messages(void **state) {
+    fx *f = *state;
+    static const cch_handler handlers[] = {{"seq.msg", seq_handler}, {NULL, NULL}};
+    static const cch_consumer_class cls = {
+        .state_size = sizeof(seq_state), .connect = seq_connect, .handlers = handlers};
+    assert_int_equal(cch_app_route(f->app, "/s/", &cls, NULL), 0);
+    fx_tp t = {0};
+    enum { CONNS = 3, MSGS = 90 }; /* under the layer's default capacity of 100 */
+    cch_conn *c[CONNS];
+    for (int i = 0; i < CONNS; i++) c[i] = open_conn(f->app, &t, "/s/", NULL);
+    cch_msg *m[MSGS];
+    for (int i = 0; i < MSGS; i++) {
+        char body[32];
+        int n = snprintf(body, sizeof body, "{\"n\":%d}", i);
+        m[i] = cch_msg_new("seq.msg", body, (size_t)n);
+        assert_non_null(m[i]);
+        assert_int_equal(cch_group_send(c[0], "seq", m[i]), 0);
+    }
+    assert_int_equal(cch_app_dispatch(f->app, 0), CONNS * MSGS);
+    for (int i = 0; i < CONNS; i++) {
+        seq_state *st = cch_state(c[i]);
+        assert_int_equal(st->count, MSGS);
+        assert_int_equal(st->last, MSGS - 1);
+    }
+    for (int i = 0; i < MSGS; i++) {
+        assert_int_equal(cch__msg_refs(m[i]), 1); /* only ours is left */
+        cch_msg_unref(m[i]);
+    }
+    /* More distinct messages than the table holds (8 x 90 > 512): slots are reused,
+     * and still every reference goes */
+    enum { MANY = 8 };
+    cch_conn *d[MANY];
+    static cch_msg *own[MANY][MSGS];
+    for (int i = 0; i < MANY; i++) {
+        d[i] = open_conn(f->app, &t, "/s/", NULL);
+        for (int k = 0; k < MSGS; k++) {
+            char body[32];
+            int n = snprintf(body, sizeof body, "{\"n\":%d}", k);
+            own[i][k] = cch_msg_new("seq.msg", body, (size_t)n);
+            assert_int_equal(cch_channel_send(d[i], cch_channel_name(d[i]), own[i][k]), 0);
+        }
+    }
+    assert_int_equal(cch_app_dispatch(f->app, 0), MANY * MSGS);
+    for (int i = 0; i < MANY; i++) {
+        seq_state *st = cch_state(d[i]);
+        assert_int_equal(st->count, MSGS);
+        for (int k = 0; k < MSGS; k++) {
+            assert_int_equal(cch__msg_refs(own[i][k]), 1);
+            cch_msg_unref(own[i][k]);
+        }
+        cch_conn_disconnected(d[i], 1000);
+    }
+    for (int i = 0; i < CONNS; i++) cch_conn_disconnected(c[i], 1000);
+}
+
 /* A connection that ends while its deliveries are still in the batch. */
 static cch_conn *victim;
 static fx_tp *victim_tp;
@@ -775,6 +857,7 @@ int main(void) {
         T(test_dispatch_max_and_reentry),
         T(test_handlers_see_own_scope),
         T(test_cache_mixed_routes),
+        T(test_cache_many_messages),
         T(test_conn_ends_mid_batch),
         T(test_wakeup_from_threads),
         cmocka_unit_test(test_fanout_10k_no_allocation),

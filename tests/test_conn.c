@@ -1,7 +1,8 @@
 /* tests/test_conn.c - one connection through a fake transport: open (accept,
  * reject, close, defer, fail), subprotocols, receive, send, close codes, groups,
  * built-in websocket.send / websocket.close, disconnect, NULL and bad names, ENOMEM
- * paths, and the memory an idle connection costs. */
+ * paths, channel names longer than the connection keeps inline, and the memory an idle
+ * connection costs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include "app_internal.h"
+#include "cchannels/layer_impl.h"
 #include "conn_fixture.h"
 
 /* ---- a consumer driven by a global script ------------------------------------------ */
@@ -1002,6 +1004,128 @@ struct room_state {
     char group[CCH_NAME_BUF];
 };
 
+/* A layer whose channel names are longer than CCH__CONN_NAME_INLINE: the memory
+ * layer with a long prefix in front of every name it makes. */
+typedef struct long_layer {
+    cch_layer base;
+    cch_layer *inner;
+} long_layer;
+
+#define LONG_PREFIX "a-channel-prefix-long-enough-to-overflow"
+#define INNER(l) (((long_layer *)(l))->inner)
+
+static cch_receiver *ll_receiver_new(cch_layer *l, cch_wakeup_fn fn, void *ud) {
+    return cch_layer_receiver_new(INNER(l), fn, ud);
+}
+static void ll_receiver_free(cch_layer *l, cch_receiver *r) {
+    cch_layer_receiver_free(INNER(l), r);
+}
+static int ll_new_channel(cch_layer *l, const char *prefix, cch_receiver *r, void *ud,
+                          char *name, size_t cap) {
+    (void)prefix;
+    return cch_layer_new_channel(INNER(l), LONG_PREFIX, r, ud, name, cap);
+}
+static int ll_release(cch_layer *l, const char *ch) {
+    return cch_layer_release_channel(INNER(l), ch);
+}
+static int ll_send(cch_layer *l, const char *ch, const cch_msg *m) {
+    return cch_layer_send(INNER(l), ch, m);
+}
+static int ll_receive(cch_layer *l, const char *ch, cch_msg **out) {
+    return cch_layer_receive(INNER(l), ch, out);
+}
+static int ll_poll(cch_layer *l, cch_receiver *r, cch_delivery *out, size_t max) {
+    return cch_layer_poll(INNER(l), r, out, max);
+}
+static int ll_group_add(cch_layer *l, const char *g, const char *ch) {
+    return cch_layer_group_add(INNER(l), g, ch);
+}
+static int ll_group_discard(cch_layer *l, const char *g, const char *ch) {
+    return cch_layer_group_discard(INNER(l), g, ch);
+}
+static int ll_group_send(cch_layer *l, const char *g, const cch_msg *m, const char *ex,
+                         cch_group_send_result *res) {
+    return cch_layer_group_send(INNER(l), g, m, ex, res);
+}
+static int ll_group_members(cch_layer *l, const char *g, cch_members_fn cb, void *ud) {
+    return cch_layer_group_members(INNER(l), g, cb, ud);
+}
+static void ll_stats(cch_layer *l, cch_layer_stats *out) { cch_layer_stats_get(INNER(l), out); }
+static void ll_destroy(cch_layer *l) {
+    cch_layer_unref(INNER(l));
+    free(l);
+}
+static const cch_layer_ops long_ops = {
+    .kind = "long",
+    .receiver_new = ll_receiver_new,
+    .receiver_free = ll_receiver_free,
+    .new_channel = ll_new_channel,
+    .release_channel = ll_release,
+    .send = ll_send,
+    .receive = ll_receive,
+    .poll = ll_poll,
+    .group_add = ll_group_add,
+    .group_discard = ll_group_discard,
+    .group_send = ll_group_send,
+    .group_members = ll_group_members,
+    .stats = ll_stats,
+    .destroy = ll_destroy,
+};
+
+static void test_long_channel_name(void **state) {
+    (void)state;
+    memset(&script, 0, sizeof script);
+    memset(&rec, 0, sizeof rec);
+    long_layer *ll = calloc(1, sizeof *ll);
+    assert_non_null(ll);
+    cch_layer_init(&ll->base, &long_ops);
+    fx_alloc_install(); /* before the inner layer: it frees with this allocator */
+    ll->inner = cch_memory_layer_new(NULL);
+    assert_non_null(ll->inner);
+    cch_app *app = cch_app_new(&ll->base);
+    assert_non_null(app);
+    assert_int_equal(cch_app_route(app, "/ws/chat/{room}/", &t_cls, NULL), 0);
+    script.group = "room";
+    fx_req r;
+    fx_req_init(&r, "/ws/chat/lobby/", NULL);
+    size_t base = fx_live;
+    /* the name's heap buffer may fail like any allocation: nothing is left behind */
+    int failures = 0;
+    cch_conn *c = NULL;
+    fx_tp t = {0};
+    for (long k = 0; k < 100; k++) {
+        memset(&t, 0, sizeof t);
+        fx_fail_after = k;
+        int rc = cch_conn_open(app, &r.req, &fx_transport, &t, &c);
+        fx_fail_after = -1;
+        if (rc == 0 && t.accepts == 1) break;
+        if (rc == 0) {
+            cch_conn_disconnected(c, 1006); /* a failure inside connect: 500 */
+        } else {
+            assert_int_equal(rc, CCH_ENOMEM);
+            failures++;
+        }
+        assert_int_equal(fx_live, base);
+        c = NULL;
+    }
+    assert_non_null(c);
+    assert_true(failures >= 3); /* the connection, its scope, the name's buffer */
+    const char *name = cch_channel_name(c);
+    assert_true(strlen(name) >= CCH__CONN_NAME_INLINE);
+    assert_int_equal(strncmp(name, LONG_PREFIX ".", strlen(LONG_PREFIX) + 1), 0);
+    /* the long name works everywhere the connection names its channel */
+    cch_msg *m = cch_msg_new("t.msg", NULL, 0);
+    assert_int_equal(cch_channel_send(c, name, m), 0);
+    cch_group_send_result res;
+    assert_int_equal(cch_layer_group_send(cch_app_layer(app), "room", m, NULL, &res), 0);
+    assert_int_equal(res.delivered, 1);
+    cch_msg_unref(m);
+    cch_conn_disconnected(c, 1000); /* the channel's ring stays in the layer's pool */
+    assert_int_equal(cch_app_free(app), 0);
+    assert_int_equal(fx_live, 0);
+    fx_alloc_restore();
+}
+
 static void test_memory_per_idle_connection(void **state) {
     (void)state;
     static const cch_consumer_class chat = {
@@ -1068,6 +1192,7 @@ int main(void) {
         cmocka_unit_test(test_enomem_open),
         cmocka_unit_test(test_enomem_group_add),
         cmocka_unit_test(test_enomem_accept_subprotocol),
+        cmocka_unit_test(test_long_channel_name),
         cmocka_unit_test(test_memory_per_idle_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1171,6 +1171,62 @@ static void test_sweep_unread_channels(void **state) {
     cch_msg_unref(m2);
 }
 
+/* A bound channel holds a ring only while it has messages: poll gives a drained ring
+ * to the layer's pool, the channel's next burst takes one of the size it needed from
+ * there (no allocation); rings a channel outgrew, and pooled rings a receiver's turn
+ * did not need, go back to the allocator. */
+static void test_ring_pool(void **state) {
+    (void)state;
+    cch_layer *l = new_layer(0, 0, 0);
+    cch_receiver *r = cch_layer_receiver_new(l, NULL, NULL);
+    char a[CCH_NAME_BUF], b[CCH_NAME_BUF], other[CCH_NAME_BUF];
+    int ua, ub;
+    chan(l, r, &ua, a);
+    chan(l, r, &ub, b);
+    cch_msg *m[12];
+    for (int i = 0; i < 12; i++) m[i] = msg_n(i);
+    cch_delivery d[32];
+    for (int round = 0; round < 3; round++) {
+        if (round > 0) failing_allocator(0); /* the pool has the ring a needs */
+        for (int i = 0; i < 12; i++) assert_int_equal(cch_layer_send(l, a, m[i]), 0);
+        normal_allocator();
+        assert_int_equal(cch_layer_poll(l, r, d, 32), 12);
+        for (int i = 0; i < 12; i++) {
+            assert_ptr_equal(d[i].msg, m[i]); /* in order, across the ring's growth */
+            assert_ptr_equal(d[i].channel_ud, &ua);
+            cch_msg_unref(d[i].msg);
+        }
+    }
+    /* the rings a outgrew went back to the allocator: b's first message allocates */
+    failing_allocator(0);
+    assert_int_equal(cch_layer_send(l, b, m[0]), CCH_ENOMEM);
+    normal_allocator();
+    assert_int_equal(cch__msg_refs(m[0]), 1);
+    assert_int_equal(cch_layer_send(l, b, m[0]), 0);
+    assert_int_equal(cch_layer_poll(l, r, d, 32), 1);
+    assert_ptr_equal(d[0].channel_ud, &ub);
+    cch_msg_unref(d[0].msg);
+    /* that turn did not need a's ring: the pool gave it back, so a allocates again,
+     * while b's small ring is still pooled */
+    failing_allocator(0);
+    assert_int_equal(cch_layer_send(l, a, m[1]), CCH_ENOMEM);
+    assert_int_equal(cch_layer_send(l, b, m[1]), 0);
+    normal_allocator();
+    assert_int_equal(cch_layer_send(l, a, m[1]), 0);
+    chan(l, NULL, NULL, other);
+    /* released channels drop their messages; their pooled rings go back with them */
+    assert_int_equal(cch_layer_release_channel(l, a), 0);
+    assert_int_equal(cch_layer_release_channel(l, b), 0);
+    assert_int_equal(cch__msg_refs(m[1]), 1);
+    assert_int_equal(cch_layer_release_channel(l, other), 0);
+    cch_layer_receiver_free(l, r);
+    cch_layer_unref(l);
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(cch__msg_refs(m[i]), 1);
+        cch_msg_unref(m[i]);
+    }
+}
+
 static int attach_freed;
 static void attach_free(void *p) {
     (void)p;
@@ -1525,6 +1581,7 @@ int main(void) {
         cmocka_unit_test(test_group_wakeups),
         cmocka_unit_test(test_group_model),
         cmocka_unit_test(test_sweep_unread_channels),
+        cmocka_unit_test(test_ring_pool),
         cmocka_unit_test(test_destroy_with_everything),
         cmocka_unit_test(test_enomem),
         cmocka_unit_test(test_threads_group_send),

@@ -1,8 +1,16 @@
 /* chat.c - the bundled example chat's consumer: the Django Channels tutorial chat,
  * plus join/leave notices with the member list, direct messages and a room close.
- * The protocol is described in chat.h. Nothing here knows about sockets. */
+ * The protocol is described in chat.h. Nothing here knows about sockets.
+ *
+ * Threads: one chat_server may serve the apps of several loops (the server's
+ * --threads), so a room's members can live on different threads. The room registry
+ * and the guest counter are under the chat_server's mutex; so is every join, leave
+ * and close together with the group message that announces it, so that every member
+ * sees the notices in the order the registry changed and each notice's member list
+ * is the registry's at that moment. Chat messages themselves take no lock. */
 #include "chat.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +21,25 @@
 #include "rooms.h"
 
 struct chat_server {
+    pthread_mutex_t lock;       /* the registry, guests, and the notices they cause */
     chat_rooms *rooms;
     unsigned long guests;       /* last generated "guest-N" */
     cch_log_fn log;
     void *log_ud;
 };
 
-/* Per-connection state. */
+/* Per-connection state: kept small, an idle connection costs it. The group name,
+ * "chat_<room>" as in the tutorial, is made from the room's name when needed. */
 typedef struct chat_conn {
     chat_member member;         /* the user's name and room, linked into the registry */
-    char group[CCH_NAME_BUF];   /* "chat_<room>", the tutorial's group name */
 } chat_conn;
+
+/* The tutorial's group name for room `room` into buf (CCH_NAME_BUF bytes). */
+static const char *group_name(const char *room, char *buf)
+{
+    snprintf(buf, CCH_NAME_BUF, "chat_%s", room);
+    return buf;
+}
 
 chat_server *chat_server_new(cch_log_fn log, void *log_ud)
 {
@@ -31,7 +47,8 @@ chat_server *chat_server_new(cch_log_fn log, void *log_ud)
     if (!s)
         return NULL;
     s->rooms = chat_rooms_new();
-    if (!s->rooms) {
+    if (!s->rooms || pthread_mutex_init(&s->lock, NULL) != 0) {
+        chat_rooms_free(s->rooms);
         free(s);
         return NULL;
     }
@@ -45,6 +62,7 @@ void chat_server_free(chat_server *s)
     if (!s)
         return;
     chat_rooms_free(s->rooms);
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
@@ -102,20 +120,21 @@ static bool names(const json_t *v, const char *name)
     return s && !strcmp(s, name);
 }
 
-/* Sends `body` (consumed) as a message of `type` to the connection's group. */
-static void group_send(cch_conn *c, const char *type, json_t *body, bool others)
+/* Sends `body` (consumed) as a message of `type` to room r's group. */
+static void group_send(cch_conn *c, const chat_room *r, const char *type, json_t *body,
+                       bool others)
 {
-    chat_conn *st = cch_state(c);
+    char group[CCH_NAME_BUF];
+    group_name(chat_room_name(r), group);
     cch_msg *m = NULL;
     int rc = body ? cch_msg_from_json(&m, type, body) : CCH_ENOMEM;
     json_decref(body);
     if (rc == 0) {
-        rc = others ? cch_group_send_others(c, st->group, m) : cch_group_send(c, st->group, m);
+        rc = others ? cch_group_send_others(c, group, m) : cch_group_send(c, group, m);
         cch_msg_unref(m);
     }
     if (rc < 0)
-        chat_log(c, CCH_LOG_WARN, "chat group_send to %s failed: %s", st->group,
-                 cch_strerror(rc));
+        chat_log(c, CCH_LOG_WARN, "chat group_send to %s failed: %s", group, cch_strerror(rc));
 }
 
 static void reply_error(cch_conn *c, const char *error)
@@ -127,7 +146,8 @@ static void reply_error(cch_conn *c, const char *error)
 }
 
 /* A join or leave notice for `r`, which `who` has just joined or left, carrying the
- * room's owner and (the first CHAT_MEMBERS_IN_EVENT distinct) member names. */
+ * room's owner and (the first CHAT_MEMBERS_IN_EVENT distinct) member names. Called
+ * with the chat_server's lock held (it reads other connections' members). */
 static void send_presence(cch_conn *c, const chat_room *r, const char *who, bool join)
 {
     json_t *members = json_array();
@@ -146,7 +166,7 @@ static void send_presence(cch_conn *c, const chat_room *r, const char *who, bool
                              "event", join ? "join" : "leave", "user", who,
                              "owner", owner ? owner->name : "", "members", members,
                              "count", (json_int_t)chat_room_count(r));
-    group_send(c, "chat_message", body, !join);
+    group_send(c, r, "chat_message", body, !join);
 }
 
 static int chat_connect(cch_conn *c)
@@ -163,7 +183,10 @@ static int chat_connect(cch_conn *c)
              n > 0 ? printable(name, pn, sizeof pn) : "-", cch_scope_client_host(sc),
              cch_scope_client_port(sc));
     if (n == CCH_ENOTFOUND || n == 0) {
-        snprintf(st->member.name, sizeof st->member.name, "guest-%lu", ++s->guests);
+        pthread_mutex_lock(&s->lock);
+        unsigned long guest = ++s->guests;
+        pthread_mutex_unlock(&s->lock);
+        snprintf(st->member.name, sizeof st->member.name, "guest-%lu", guest);
     } else if (n < 0 || !chat_valid_name(name)) {
         /* Accept, then close with a reason: a browser sees the reason, not a 403. */
         chat_log(c, CCH_LOG_INFO, "chat refuse room=%s: invalid name", pr);
@@ -178,17 +201,19 @@ static int chat_connect(cch_conn *c)
         return cch_close(c, CHAT_CLOSE_BAD_ROOM, "invalid room name");
     }
 
-    snprintf(st->group, sizeof st->group, "chat_%s", room);
-    int rc = cch_group_add(c, st->group);
+    char group[CCH_NAME_BUF];
+    int rc = cch_group_add(c, group_name(room, group));
     if (rc == 0)
         rc = cch_accept(c, NULL);
     if (rc < 0)
         return rc;                              /* undecided: rejected with 500 */
     chat_log(c, CCH_LOG_INFO, "chat accept room=%s user=%s channel=%s", room,
              st->member.name, cch_channel_name(c));
-    if (chat_rooms_join(s->rooms, room, &st->member) < 0)
+    pthread_mutex_lock(&s->lock);
+    if (chat_rooms_join(s->rooms, room, &st->member) < 0) {
+        pthread_mutex_unlock(&s->lock);
         return cch_close(c, 1011, "out of memory");
-
+    }
     json_t *hello = json_pack("{s:s+++, s:s, s:s, s:s}",
                               "message", "You joined ", room, " as ", st->member.name,
                               "event", "hello", "user", st->member.name, "room", room);
@@ -196,6 +221,7 @@ static int chat_connect(cch_conn *c)
         cch_send_json(c, hello);
     json_decref(hello);
     send_presence(c, st->member.room, st->member.name, true);
+    pthread_mutex_unlock(&s->lock);
     return 0;
 }
 
@@ -226,7 +252,7 @@ static void on_message(cch_conn *c, json_t *in)
     }
     json_t *out = json_pack("{s:O, s:s, s:O*}", "message", text, "user", st->member.name,
                             "users", users);
-    group_send(c, "chat_message", out, false);
+    group_send(c, st->member.room, "chat_message", out, false);
 }
 
 /* {"command": "close"}: the room's creator closes the room for everyone. */
@@ -239,18 +265,21 @@ static void on_command(cch_conn *c, json_t *cmd)
         reply_error(c, "unknown command");
         return;
     }
+    pthread_mutex_lock(&s->lock);
     if (chat_room_owner(r) != &st->member) {
+        pthread_mutex_unlock(&s->lock);
         reply_error(c, "only the room's creator can close it");
         return;
     }
     chat_log(c, CCH_LOG_INFO, "chat close room=%s by user=%s members=%zu", chat_room_name(r),
              st->member.name, chat_room_count(r));
     chat_rooms_close(s->rooms, r);
-    group_send(c, "chat_message",
+    group_send(c, r, "chat_message",
                json_pack("{s:s+, s:s, s:s}", "message", st->member.name, " closed the room",
                          "event", "close", "user", st->member.name), false);
-    group_send(c, "websocket.close",
+    group_send(c, r, "websocket.close",
                json_pack("{s:i, s:s}", "code", CHAT_CLOSE_ROOM, "reason", "room closed"), false);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void chat_receive(cch_conn *c, const char *data, size_t len, bool binary)
@@ -286,26 +315,51 @@ static bool for_me(const chat_conn *st, const json_t *body)
     return false;
 }
 
+/* Whether m is a direct message (its "users" is an array): found once per message,
+ * without parsing it (cch_msg_field_raw), and kept on the message, so that a room
+ * message costs each member one attachment lookup, not a JSON lookup. */
+static char dm_key, dm_yes, dm_no;
+
+static bool is_direct(const cch_msg *m)
+{
+    const void *known = cch_msg_attachment(m, &dm_key);
+    if (known)
+        return known == &dm_yes;
+    const char *raw;
+    size_t len;
+    bool dm = cch_msg_field_raw(m, "users", &raw, &len) == 0 && len > 0 && raw[0] == '[';
+    cch_msg_attach(m, &dm_key, dm ? &dm_yes : &dm_no, NULL); /* no memory: found again */
+    return dm;
+}
+
 static void chat_message(cch_conn *c, const cch_msg *m)
 {
-    const json_t *body = cch_msg_json(m);       /* parsed once for all members */
-    if (body && for_me(cch_state(c), body))
-        cch_send_body(c, m);                    /* framed once for all members */
+    if (is_direct(m)) {
+        const json_t *body = cch_msg_json(m);   /* parsed once for all members */
+        if (!body || !for_me(cch_state(c), body))
+            return;
+    }
+    cch_send_body(c, m);                        /* framed once for all members */
 }
 
 static void chat_disconnect(cch_conn *c, int code)
 {
     chat_server *s = cch_class_data(c);
     chat_conn *st = cch_state(c);
-    chat_room *r = st->member.room;
-    chat_log(c, CCH_LOG_INFO, "chat disconnect room=%s user=%s code=%d",
-             r ? chat_room_name(r) : "-", st->member.name[0] ? st->member.name : "-", code);
-    if (!r)
+    chat_room *r = st->member.room;    /* only this connection's thread changes it */
+    if (!r) {
+        chat_log(c, CCH_LOG_INFO, "chat disconnect room=- user=%s code=%d",
+                 st->member.name[0] ? st->member.name : "-", code);
         return;
+    }
+    pthread_mutex_lock(&s->lock);
+    chat_log(c, CCH_LOG_INFO, "chat disconnect room=%s user=%s code=%d", chat_room_name(r),
+             st->member.name, code);
     bool notify = !chat_room_closing(r) && chat_room_count(r) > 1;
     chat_rooms_leave(s->rooms, &st->member);
-    if (notify)
+    if (notify)                                 /* r lives on: someone is still in it */
         send_presence(c, r, st->member.name, false);
+    pthread_mutex_unlock(&s->lock);
 }
 
 const cch_consumer_class chat_consumer = {

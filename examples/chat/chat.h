@@ -40,7 +40,9 @@
 /* The per-process chat state: the room registry (who is in which room, who created
  * it) and the log sink. Pass it as the class data of the chat route:
  *     cch_app_route(app, "/ws/chat/{room}/", &chat_consumer, server);
- * Free it after the app. */
+ * One chat_server may serve the apps of several loops at once (cch_ws_run_loops): it
+ * is thread-safe, and the log sink is then called from every loop's thread. Free it
+ * after the app(s). */
 typedef struct chat_server chat_server;
 
 /* Creates the chat state; `log` (may be NULL) gets one line per connection event.

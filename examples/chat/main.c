@@ -1,12 +1,14 @@
 /* main.c - the example chat server: command line flags, a log on stderr, the chat
  * and echo routes, and the WebSocket server (cchannels/ws.h) that also serves the
- * chat's web page. Run it and open http://127.0.0.1:8000/ in a browser. */
+ * chat's web page, on one or (--threads) several loops over one channel layer. Run
+ * it and open http://127.0.0.1:8000/ in a browser. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -36,6 +38,11 @@ static const char usage[] =
     "                           (channels_redis): redis://[:PASSWORD@]HOST:PORT[/DB],\n"
     "                           or redis+pubsub://... for RedisPubSubChannelLayer;\n"
     "                           several URLs shard over several servers\n"
+    "  --threads N              event loops, one thread each (default 1; at most 64):\n"
+    "                           the clients are spread over them, the rooms and the\n"
+    "                           channel layer are shared\n"
+    "  --capacity N             messages a channel holds before group messages to it\n"
+    "                           are dropped (default 100, as in Channels)\n"
     "  --log-level LEVEL        error, warn, info (default) or debug\n"
     "  --allowed-origins LIST   accept WebSocket connections only from these Origin\n"
     "                           hosts, comma-separated (\"example.com,.example.org,\n"
@@ -83,9 +90,12 @@ static void on_ready(cch_ws_server *s, void *ud)
     const cch_ws_options *o = ud;
     char line[PATH_MAX + 128];
     bool v6 = strchr(o->host, ':') != NULL;
-    snprintf(line, sizeof line, "listening on http://%s%s%s:%d/ (static files from %s)",
+    char threads[32] = "";
+    if (o->loops > 1)
+        snprintf(threads, sizeof threads, ", %d threads", o->loops);
+    snprintf(line, sizeof line, "listening on http://%s%s%s:%d/ (static files from %s%s)",
              v6 ? "[" : "", o->host, v6 ? "]" : "", cch_ws_server_port(s),
-             o->static_dir ? o->static_dir : "nowhere");
+             o->static_dir ? o->static_dir : "nowhere", threads);
     log_line(NULL, CCH_LOG_INFO, line);
 }
 
@@ -125,6 +135,7 @@ static int split_list(char *s, char **out, int max)
 typedef struct config {
     cch_ws_options ws;
     const char *layer;          /* "memory" or Redis URLs */
+    size_t capacity;            /* per channel; 0: the layer's default */
     char *origins[64];
     int n_origins;              /* 0: any origin */
 } config;
@@ -133,7 +144,7 @@ typedef struct config {
  * --help, 2 for a usage error, with a message on stderr). */
 static int parse_args(int argc, char **argv, config *cfg)
 {
-    enum { O_HOST = 1, O_PORT, O_STATIC, O_LAYER, O_LOG, O_ORIGINS };
+    enum { O_HOST = 1, O_PORT, O_STATIC, O_LAYER, O_LOG, O_ORIGINS, O_THREADS, O_CAPACITY };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, O_HOST},
         {"port", required_argument, NULL, O_PORT},
@@ -141,6 +152,8 @@ static int parse_args(int argc, char **argv, config *cfg)
         {"layer", required_argument, NULL, O_LAYER},
         {"log-level", required_argument, NULL, O_LOG},
         {"allowed-origins", required_argument, NULL, O_ORIGINS},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"capacity", required_argument, NULL, O_CAPACITY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -158,6 +171,25 @@ static int parse_args(int argc, char **argv, config *cfg)
                 return 2;
             }
             cfg->ws.port = port == 0 ? CCH_WS_ANY_PORT : (int)port;
+            break;
+        case O_THREADS:
+            errno = 0;
+            port = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || port < 1 || port > CCH_WS_MAX_LOOPS) {
+                fprintf(stderr, "chat: --threads: expected 1..%d, got \"%s\"\n",
+                        CCH_WS_MAX_LOOPS, optarg);
+                return 2;
+            }
+            cfg->ws.loops = (int)port;
+            break;
+        case O_CAPACITY:
+            errno = 0;
+            port = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || port < 1 || port > 10000000) {
+                fprintf(stderr, "chat: --capacity: expected 1..10000000, got \"%s\"\n", optarg);
+                return 2;
+            }
+            cfg->capacity = (size_t)port;
             break;
         case O_STATIC:
             if (!is_dir(optarg)) {
@@ -209,10 +241,10 @@ static int parse_args(int argc, char **argv, config *cfg)
 /* The channel layer named by --layer. The Redis layer connects in the background; a
  * short wait here only makes the log say early whether Redis is there (the chat works
  * in-process meanwhile, and reconnects by itself). */
-static int make_layer(const char *spec, cch_layer **out)
+static int make_layer(const char *spec, size_t capacity, cch_layer **out)
 {
     if (!strcmp(spec, "memory")) {
-        *out = cch_memory_layer_new(NULL);
+        *out = cch_memory_layer_new(&(cch_memory_layer_options){.capacity = capacity});
         return *out ? 0 : CCH_ENOMEM;
     }
 #ifdef CHAT_HAVE_REDIS
@@ -224,7 +256,7 @@ static int make_layer(const char *spec, cch_layer **out)
         return copy ? CCH_EINVAL : CCH_ENOMEM;
     }
     cch_redis_layer_options o = {.urls = (const char *const *)urls, .n_urls = (size_t)n,
-                                 .log = log_line};
+                                 .capacity = capacity, .log = log_line};
     int rc = cch_redis_layer_new(&o, out);
     free(copy);
     if (rc == 0 && cch_redis_layer_sync(*out, 2000) != 0)
@@ -232,9 +264,52 @@ static int make_layer(const char *spec, cch_layer **out)
                                      "rooms only until it is");
     return rc;
 #else
+    (void)capacity;
     *out = NULL;
     return CCH_ENOTSUP;
 #endif
+}
+
+/* What every loop's app gets (cch_ws_run_loops calls this once per loop). */
+typedef struct app_setup {
+    chat_server *chat;          /* shared by every loop: thread-safe */
+    config *cfg;
+    int failed;                 /* the first error of a setup, 0 if none */
+} app_setup;
+
+static int setup_app(cch_app *app, int loop_index, void *ud)
+{
+    (void)loop_index;
+    app_setup *as = ud;
+    cch_app_set_log(app, log_line, NULL);
+    int rc = cch_app_route(app, "/ws/chat/{room}/", &chat_consumer, as->chat);
+    if (rc == 0)
+        rc = cch_app_route(app, "/ws/echo/", &echo_consumer, NULL);
+    if (rc == 0 && as->cfg->n_origins > 0)
+        rc = cch_app_use_origin_check(app, (const char *const *)as->cfg->origins,
+                                      (size_t)as->cfg->n_origins);
+    if (rc < 0)
+        as->failed = rc;
+    return rc;
+}
+
+/* Every connection is a descriptor: raise the soft RLIMIT_NOFILE to the hard limit,
+ * and let the server hold as many connections as that allows (a few descriptors are
+ * kept for the listener, the loop and static files). Returns the connection limit. */
+static size_t raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return CCH_WS_DEFAULT_MAX_CONNECTIONS;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 64 + (rlim_t)10000000)
+        return 10000000;
+    return rl.rlim_cur > 64 + CCH_WS_DEFAULT_MAX_CONNECTIONS ? (size_t)rl.rlim_cur - 64
+                                                             : CCH_WS_DEFAULT_MAX_CONNECTIONS;
 }
 
 int main(int argc, char **argv)
@@ -243,6 +318,7 @@ int main(int argc, char **argv)
     int status = parse_args(argc, argv, &cfg);
     if (status >= 0)
         return status;
+    cfg.ws.max_connections = raise_nofile();
     if (!cfg.ws.static_dir) {       /* the source tree's copy, else the installed one */
         cfg.ws.static_dir = is_dir(CHAT_STATIC_DIR) ? CHAT_STATIC_DIR
 #ifdef CHAT_INSTALLED_STATIC_DIR
@@ -257,32 +333,25 @@ int main(int argc, char **argv)
     cfg.ws.ready = on_ready;
     cfg.ws.ready_ud = &cfg.ws;
 
-    /* The app: the chat and the echo consumer on the chosen layer. */
+    /* One app per loop (the chat and the echo consumer), all on the chosen layer and
+     * sharing one chat_server. */
     cch_layer *layer = NULL;
-    int rc = make_layer(cfg.layer, &layer);
+    int rc = make_layer(cfg.layer, cfg.capacity, &layer);
     if (rc == CCH_EINVAL || rc == CCH_ENOTSUP) {
         fprintf(stderr, "chat: --layer %s: %s\n", cfg.layer, cch_strerror(rc));
         return 2;
     }
-    cch_app *app = layer ? cch_app_new(layer) : NULL;
-    chat_server *chat = chat_server_new(log_line, NULL);
-    rc = app && chat ? 0 : rc < 0 ? rc : CCH_ENOMEM;
+    app_setup as = {.chat = chat_server_new(log_line, NULL), .cfg = &cfg};
+    rc = layer && as.chat ? 0 : rc < 0 ? rc : CCH_ENOMEM;
     if (rc == 0) {
-        cch_app_set_log(app, log_line, NULL);
-        cch_layer_set_log(cch_app_layer(app), log_line, NULL);
-        rc = cch_app_route(app, "/ws/chat/{room}/", &chat_consumer, chat);
+        cch_layer_set_log(layer, log_line, NULL);
+        rc = cch_ws_run_loops(&cfg.ws, layer, setup_app, &as);  /* until SIGINT/SIGTERM */
     }
-    if (rc == 0)
-        rc = cch_app_route(app, "/ws/echo/", &echo_consumer, NULL);
-    if (rc == 0 && cfg.n_origins > 0)
-        rc = cch_app_use_origin_check(app, (const char *const *)cfg.origins,
-                                      (size_t)cfg.n_origins);
     if (rc < 0)
-        fprintf(stderr, "chat: cannot set up the app: %s\n", cch_strerror(rc));
-    else if ((rc = cch_ws_run(app, &cfg.ws)) < 0)      /* until SIGINT or SIGTERM */
-        fprintf(stderr, "chat: cannot start the server: %s\n", cch_strerror(rc));
-    if (app)
-        cch_app_free(app);
-    chat_server_free(chat);
+        fprintf(stderr, "chat: cannot %s: %s\n",
+                as.failed || !as.chat ? "set up the app" : "start the server",
+                cch_strerror(rc));
+    cch_layer_unref(layer);
+    chat_server_free(as.chat);
     return rc == 0 ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 /* rooms.h - the chat example's room registry: who is in which room, in join order,
  * and who may close it. Per process (each process of a multi-process deployment
- * knows its own connections only); single-threaded, like the app that uses it. */
+ * knows its own connections only), shared by the apps of all its loops. Not
+ * thread-safe by itself: chat.c makes every call under its chat_server's mutex. */
 #ifndef CHAT_ROOMS_H
 #define CHAT_ROOMS_H
 

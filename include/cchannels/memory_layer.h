@@ -2,8 +2,9 @@
  *
  * One process, any number of threads and apps: every channel and group lives in this
  * process's memory behind one lock. A group_send queues one shared reference to the
- * message per member (no allocation per member once each channel's queue has grown to
- * its working size) and wakes each receiver once. */
+ * message per member (no allocation per member once the layer's pool of queues holds
+ * the working set; a channel bound to a receiver holds a queue only while messages
+ * wait for it) and wakes each receiver once. */
 #ifndef CCHANNELS_MEMORY_LAYER_H
 #define CCHANNELS_MEMORY_LAYER_H
 

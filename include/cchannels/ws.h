@@ -13,9 +13,11 @@
  *     int rc = cch_ws_run(app, &(cch_ws_options){ .host = "127.0.0.1", .port = 8000 });
  *     cch_app_free(app);
  *
- * Two ways to run it:
+ * Three ways to run it:
  *   - cch_ws_run() owns a loop, runs until SIGINT or SIGTERM, shuts down gracefully
  *     (every client gets close 1001) and returns 0;
+ *   - cch_ws_run_loops() does the same with several loops, one thread each (one per
+ *     core), one app per loop over one shared layer;
  *   - cch_ws_server_start() adds a server to the host's own uv_loop_t; the host runs
  *     the loop and ends the server with cch_ws_server_stop().
  *
@@ -43,7 +45,8 @@
  * message or a close reason, also when split across fragments).
  *
  * Threads: a server and its app belong to the thread that runs the loop. Only the
- * layer's wakeup (uv_async_send) crosses threads. */
+ * layer's wakeup (uv_async_send) crosses threads (and, with cch_ws_run_loops, the
+ * hand-off of accepted sockets). */
 #ifndef CCHANNELS_WS_H
 #define CCHANNELS_WS_H
 
@@ -78,13 +81,17 @@ typedef struct cch_ws_server cch_ws_server;
 #define CCH_WS_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define CCH_WS_DEFAULT_IDLE_TIMEOUT_MS 60000u
 #define CCH_WS_DEFAULT_CLOSE_TIMEOUT_MS 5000u
-#define CCH_WS_DEFAULT_DISPATCH_BATCH 1024u
+#define CCH_WS_DEFAULT_DISPATCH_BATCH 262144u
 
 /* `port` value asking the system for any free port (read it with
  * cch_ws_server_port()). */
 #define CCH_WS_ANY_PORT (-1)
 /* A timeout value that disables the timeout. */
 #define CCH_WS_NO_TIMEOUT UINT32_MAX
+/* `loops` value asking cch_ws_run_loops for one loop per online CPU. */
+#define CCH_WS_LOOPS_PER_CPU (-1)
+/* Most loops cch_ws_run_loops runs. */
+#define CCH_WS_MAX_LOOPS 64
 
 /* Called once the server listens (before any connection), e.g. to print the port. */
 typedef void (*cch_ws_ready_fn)(cch_ws_server *s, void *ud);
@@ -107,13 +114,20 @@ typedef struct cch_ws_options {
     uint32_t handshake_timeout_ms; /* complete request head (and decision) within */
     uint32_t idle_timeout_ms;    /* ping after this much silence; CCH_WS_NO_TIMEOUT: never */
     uint32_t close_timeout_ms;   /* wait this long for the close handshake / lingering */
-    size_t dispatch_batch;       /* layer messages dispatched per loop iteration */
+    size_t dispatch_batch;       /* most layer messages dispatched per loop iteration
+                                    (in chunks, each written out before the next);
+                                    the default delivers everything pending, so that
+                                    no member's channel falls behind the others */
     cch_log_fn log;              /* log sink (NULL: silent); one line per connection
                                     event at CCH_LOG_INFO, details at CCH_LOG_DEBUG */
     void *log_ud;
     int log_level;               /* lines up to this level are logged; 0: errors only */
     cch_ws_ready_fn ready;       /* optional: called once listening */
     void *ready_ud;
+    int loops;                   /* event loops (threads) of cch_ws_run_loops: 0 or 1:
+                                    one; CCH_WS_LOOPS_PER_CPU; at most CCH_WS_MAX_LOOPS.
+                                    cch_ws_run and cch_ws_server_start run one loop:
+                                    any other value is CCH_EINVAL there */
 } cch_ws_options;
 
 /* Counters, cumulative unless marked "now". */
@@ -187,6 +201,48 @@ int cch_ws_server_stop(cch_ws_server *s, cch_ws_stopped_fn done, void *ud);
  * Returns 0 after a signal-driven shutdown, or the error of cch_ws_server_start
  * (CCH_EINVAL, CCH_EIO, CCH_ENOMEM). */
 int cch_ws_run(cch_app *app, const cch_ws_options *opts);
+
+/* Builds the app of one loop for cch_ws_run_loops: adds its routes and middleware,
+ * sets its log... `loop_index` is 0 .. loops-1 (pass it on as class data if the
+ * consumers need to know their loop). Returns 0, or a negative code that makes
+ * cch_ws_run_loops give up and return it. */
+typedef int (*cch_ws_setup_fn)(cch_app *app, int loop_index, void *ud);
+
+/* Runs a WebSocket server on opts->loops event loops, each on a thread of its own
+ * (loop 0 on the calling thread), until SIGINT or SIGTERM, over ONE shared layer:
+ *
+ *   - for every loop it makes an app on `layer` (cch_app_new(cch_layer_ref(layer)))
+ *     and calls setup(app, index, ud) for it, on the calling thread, in order, before
+ *     any loop runs; every app should get the same routes and middleware;
+ *   - it listens on one socket (opts->host, opts->port); loop 0 accepts every
+ *     connection and hands it to the loop holding the fewest connections (ties go
+ *     round-robin), where the connection then lives and dies;
+ *   - a group_send from any loop reaches the members on every loop (they are all in
+ *     the one layer), and so do channel sends;
+ *   - the first signal stops every loop gracefully (close 1001 to every client, as
+ *     cch_ws_server_stop), a second one drops the remaining connections; when every
+ *     loop is done the apps are freed and it returns 0.
+ *
+ * The options apply to every loop, except max_connections, which counts the
+ * connections of all loops together, and `ready`, which is called once, on the
+ * calling thread, with loop 0's server once every loop's server exists (its port is
+ * the shared one; do not keep the server: it belongs to loop 0's thread). Log sinks
+ * (opts->log, cch_app_set_log, the layer's) are called from every loop's thread.
+ * Anything the apps share (class data, middleware user data, globals) is used from
+ * several threads at once and must be thread-safe; so must the layer (every layer of
+ * cchannels is).
+ *
+ * With 0 or 1 loop it is cch_ws_run on one app made the same way. `layer` is
+ * borrowed: the caller keeps its reference (drop it after this returns); the apps
+ * hold their own and are freed here. SIGPIPE is ignored while it runs.
+ *
+ * Returns 0 after a signal-driven shutdown; CCH_EINVAL (NULL layer or setup, loops
+ * out of range, a bad option), CCH_EIO (bind or listen failed, or a thread could not
+ * be started: then every loop is stopped before a client is accepted), CCH_ENOMEM,
+ * or setup's negative code. In every case nothing is left running and the apps are
+ * freed. */
+int cch_ws_run_loops(const cch_ws_options *opts, cch_layer *layer, cch_ws_setup_fn setup,
+                     void *ud);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

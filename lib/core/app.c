@@ -19,6 +19,7 @@
 #include "cchannels/error.h"
 #include "cchannels/layer.h"
 #include "cchannels/msg.h"
+#include "msg_internal.h"
 
 struct cch__handler_entry {
     UT_hash_handle hh;
@@ -262,6 +263,39 @@ void cch__app_forget_conn(cch_app *app, cch_conn *c) {
         if (app->batch[i].channel_ud == c) app->batch[i].channel_ud = NULL;
 }
 
+/* Dispatch resolves the handling of a (message, route) pair once per call, not once
+ * per delivery: the layer hands out a message's fanout channel by channel, so the
+ * deliveries of one message are not adjacent (each channel's batch holds the same
+ * run of messages). A small open-addressed table keyed by the message pointer
+ * remembers each pair, and counts the deliveries made with it, so that their
+ * references are dropped with one atomic operation when the slot is reused or the
+ * call ends. The slot's references keep its message alive, so an equal pointer is
+ * the same message. It has room for a few hundred messages per call: one loop turn of
+ * a busy room (a direct-mapped table of 64 thrashed with 64 messages in flight). */
+#define DISPATCH_SLOTS CCH__DISPATCH_SLOTS
+#define DISPATCH_PROBES 8u
+
+typedef struct cch__dispatch_slot dispatch_slot;
+
+static void slot_flush(dispatch_slot *sl) {
+    if (sl->msg) cch__msg_unref_n(sl->msg, sl->refs);
+    sl->msg = NULL;
+    sl->refs = 0;
+}
+
+/* The slot for (m, r): a matching one, else a free one near its home, else its home
+ * (whose message is flushed by the caller). */
+static inline dispatch_slot *slot_find(dispatch_slot *slots, const cch_msg *m,
+                                       const cch__route_entry *r) {
+    uint64_t h = ((uint64_t)(uintptr_t)m ^ ((uint64_t)(uintptr_t)r << 7)) * 0x9E3779B97F4A7C15u;
+    size_t home = (size_t)(h >> 55); /* 9 bits: DISPATCH_SLOTS */
+    for (size_t i = 0; i < DISPATCH_PROBES; i++) {
+        dispatch_slot *sl = &slots[(home + i) & (DISPATCH_SLOTS - 1)];
+        if ((sl->msg == m && sl->route == r) || !sl->msg) return sl;
+    }
+    return &slots[home];
+}
+
 int cch_app_dispatch(cch_app *app, size_t max) {
     if (!app) return CCH_EINVAL;
     if (app->dispatching) return CCH_ESTATE;
@@ -269,6 +303,7 @@ int cch_app_dispatch(cch_app *app, size_t max) {
     size_t total = 0;
     int err = 0;
     uint64_t dispatched = 0, unknown = 0, dropped = 0;
+    dispatch_slot *slots = app->slots;
     for (;;) {
         size_t want = CCH__APP_BATCH;
         if (max > 0 && max - total < want) want = max - total;
@@ -280,10 +315,6 @@ int cch_app_dispatch(cch_app *app, size_t max) {
         }
         if (n == 0) break;
         app->batch_n = (size_t)n;
-        const cch_msg *last_msg = NULL;
-        const cch__route_entry *last_route = NULL;
-        int how = CCH__H_UNKNOWN;
-        cch_handler_fn fn = NULL;
         for (size_t i = 0; i < (size_t)n; i++) {
             app->batch_pos = i + 1;
             cch_conn *c = app->batch[i].channel_ud;
@@ -293,22 +324,23 @@ int cch_app_dispatch(cch_app *app, size_t max) {
                 cch_msg_unref(m);
                 continue;
             }
-            /* Every message of the batch is referenced until its entry is handled,
-             * so an equal pointer is the same message. */
-            if (m != last_msg || c->route != last_route) {
-                last_msg = m;
-                last_route = c->route;
-                how = resolve(c->route, m, &fn);
-                if (how == CCH__H_UNKNOWN)
+            dispatch_slot *sl = slot_find(slots, m, c->route);
+            if (sl->msg != m || sl->route != c->route) {
+                slot_flush(sl);
+                sl->msg = m;
+                sl->route = c->route;
+                sl->how = resolve(c->route, m, &sl->fn);
+                if (sl->how == CCH__H_UNKNOWN)
                     cch__app_log(app, CCH_LOG_WARN,
                                  "no handler for message type '%s' (route '%.200s'): dropped",
                                  cch_msg_type(m), c->route->pattern->pattern);
             }
+            sl->refs++; /* this delivery's reference, dropped with the slot's */
             dispatched++;
-            switch (how) {
+            switch (sl->how) {
             case CCH__H_HANDLER:
             case CCH__H_DEFAULT:
-                fn(c, m);
+                sl->fn(c, m);
                 break;
             case CCH__H_SEND:
                 cch__conn_builtin_send(c, m);
@@ -320,13 +352,14 @@ int cch_app_dispatch(cch_app *app, size_t max) {
                 unknown++;
                 break;
             }
-            cch_msg_unref(m);
         }
         app->batch_n = 0;
         app->batch_pos = 0;
         total += (size_t)n;
         if ((size_t)n < want) break;
     }
+    for (size_t i = 0; i < DISPATCH_SLOTS; i++)
+        if (slots[i].msg) slot_flush(&slots[i]);
     app->dispatching = false;
     app->stats.messages_dispatched += dispatched;
     app->stats.unknown_type += unknown;

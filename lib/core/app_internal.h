@@ -16,6 +16,17 @@
 
 struct cch__handler_entry;   /* uthash entry: normalised type -> handler (app.c) */
 
+/* Dispatch's table of (message, route) -> handling, with the deliveries made (app.c). */
+#define CCH__DISPATCH_SLOTS 512u
+struct cch__route_entry;
+struct cch__dispatch_slot {
+    const cch_msg *msg;                  /* NULL: free */
+    const struct cch__route_entry *route;
+    cch_handler_fn fn;
+    size_t refs;                         /* deliveries made: references to drop */
+    int how;
+};
+
 /* One route: a compiled pattern, its class, and the class's handlers compiled into a
  * hash table keyed by the type with '.' turned into '_'. */
 typedef struct cch__route_entry {
@@ -58,6 +69,7 @@ struct cch_app {
     size_t batch_pos;
     size_t batch_n;
     cch_delivery batch[CCH__APP_BATCH];
+    struct cch__dispatch_slot slots[CCH__DISPATCH_SLOTS]; /* empty between dispatches */
 };
 
 /* Connection states. */
@@ -69,22 +81,29 @@ enum cch__conn_state {
     CCH__CONN_GONE           /* cch_conn_disconnected is running */
 };
 
+/* Bytes of a channel name kept inside the connection; a longer name (a layer with
+ * long prefixes) gets a heap buffer of CCH_NAME_BUF. The memory layer's names are 38
+ * bytes ("specific.<12 hex>!<16 hex>"). */
+#define CCH__CONN_NAME_INLINE 48
+
 /* One connection: a single allocation holding this struct, then the consumer's
- * state (aligned), so an idle connection costs this struct, its scope buffer, its
- * group names and what the layer keeps for its channel. */
+ * state (aligned), so an idle connection costs this struct, its scope buffer, one
+ * buffer of joined group names and what the layer keeps for its channel. */
 struct cch_conn {
     cch_app *app;
     const cch__route_entry *route;    /* NULL when rejected before routing */
     const cch_transport *tp;
     void *tctx;
-    char **groups;                    /* the groups joined with cch_group_add */
+    char *channel;                    /* channel_buf, or a heap buffer; "" if none */
+    char *groups;                     /* the groups joined with cch_group_add: names,
+                                         each NUL-terminated, back to back */
+    uint32_t groups_len;              /* bytes used in `groups` */
     uint32_t n_groups;
-    uint32_t cap_groups;
     uint8_t state;                    /* enum cch__conn_state */
     bool connect_ran;
     bool has_channel;
     cch_scope scope;
-    char channel[CCH_NAME_BUF];
+    char channel_buf[CCH__CONN_NAME_INLINE];
 };
 
 /* Where the state starts after the struct. */

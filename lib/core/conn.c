@@ -3,8 +3,9 @@
  * groups), the built-in websocket.send / websocket.close handlers, and its end.
  *
  * States: pending -> accepted -> closing -> gone, or pending -> rejected -> gone.
- * A connection is one allocation (struct cch_conn, then the consumer's state); its
- * scope keeps one more buffer, and each joined group name one small string. */
+ * A connection is one allocation (struct cch_conn with its channel's name, then the
+ * consumer's state); its scope keeps one more buffer, and the names of the groups it
+ * joined share one more. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,7 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
     c->tp = tp;
     c->tctx = tctx;
     c->state = CCH__CONN_PENDING;
+    c->channel = c->channel_buf;
 
     int status = cch__app_run_middleware(app, &c->scope);
     if (status == 0 && !route) {
@@ -75,8 +77,16 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
         status = 404;
     }
     if (status == 0) {
-        rc = cch_layer_new_channel(app->layer, NULL, app->receiver, c, c->channel,
-                                   sizeof c->channel);
+        rc = cch_layer_new_channel(app->layer, NULL, app->receiver, c, c->channel_buf,
+                                   sizeof c->channel_buf);
+        if (rc == CCH_ETOOBIG) { /* a long name: nothing was made, ask again */
+            char *big = cch__malloc(CCH_NAME_BUF);
+            rc = big ? cch_layer_new_channel(app->layer, NULL, app->receiver, c, big,
+                                             CCH_NAME_BUF)
+                     : CCH_ENOMEM;
+            if (rc == 0) c->channel = big;
+            else cch__free(big);
+        }
         if (rc < 0) {
             cch__app_log(app, CCH_LOG_ERROR, "cannot create a channel for %.200s: %s",
                          req->path, cch_strerror(rc));
@@ -125,12 +135,12 @@ void cch_conn_disconnected(cch_conn *c, int code) {
     cch_app *app = c->app;
     c->state = CCH__CONN_GONE;
     if (c->connect_ran && c->route->cls->disconnect) c->route->cls->disconnect(c, code);
-    for (uint32_t i = 0; i < c->n_groups; i++) {
-        int rc = cch_layer_group_discard(app->layer, c->groups[i], c->channel);
+    for (uint32_t off = 0; off < c->groups_len;) {
+        const char *g = c->groups + off;
+        int rc = cch_layer_group_discard(app->layer, g, c->channel);
         if (rc < 0)
-            cch__app_log(app, CCH_LOG_WARN, "leaving group %s failed: %s", c->groups[i],
-                         cch_strerror(rc));
-        cch__free(c->groups[i]);
+            cch__app_log(app, CCH_LOG_WARN, "leaving group %s failed: %s", g, cch_strerror(rc));
+        off += (uint32_t)strlen(g) + 1;
     }
     cch__free(c->groups);
     if (c->has_channel) {
@@ -142,6 +152,7 @@ void cch_conn_disconnected(cch_conn *c, int code) {
     cch__app_forget_conn(app, c);
     cch__scope_destroy(&c->scope);
     app->stats.connections_active--;
+    if (c->channel != c->channel_buf) cch__free(c->channel);
     cch__free(c);
 }
 
@@ -331,9 +342,13 @@ void cch__conn_builtin_close(cch_conn *c, const cch_msg *m) {
 
 /* ---- groups and the layer --------------------------------------------------------- */
 
-static int find_group(const cch_conn *c, const char *group) {
-    for (uint32_t i = 0; i < c->n_groups; i++)
-        if (strcmp(c->groups[i], group) == 0) return (int)i;
+/* The offset of `group` in c->groups, or -1 when c is not a member. */
+static long find_group(const cch_conn *c, const char *group) {
+    for (uint32_t off = 0; off < c->groups_len;) {
+        const char *g = c->groups + off;
+        if (strcmp(g, group) == 0) return (long)off;
+        off += (uint32_t)strlen(g) + 1;
+    }
     return -1;
 }
 
@@ -343,21 +358,16 @@ int cch_group_add(cch_conn *c, const char *group) {
     if (!c->has_channel) return CCH_ESTATE;
     if (find_group(c, group) >= 0) /* already a member: renew */
         return cch_layer_group_add(c->app->layer, group, c->channel);
-    if (c->n_groups == c->cap_groups) {
-        uint32_t cap = c->cap_groups ? c->cap_groups * 2 : 1;
-        char **grown = cch__realloc(c->groups, cap * sizeof *grown);
-        if (!grown) return CCH_ENOMEM;
-        c->groups = grown;
-        c->cap_groups = cap;
-    }
-    char *copy = cch__strdup(group);
-    if (!copy) return CCH_ENOMEM;
+    size_t n = strlen(group) + 1; /* <= CCH_NAME_BUF */
+    if (c->groups_len > UINT32_MAX - n) return CCH_ENOMEM;
+    char *grown = cch__realloc(c->groups, c->groups_len + n);
+    if (!grown) return CCH_ENOMEM;
+    c->groups = grown;
     int rc = cch_layer_group_add(c->app->layer, group, c->channel);
-    if (rc < 0) {
-        cch__free(copy);
-        return rc;
-    }
-    c->groups[c->n_groups++] = copy;
+    if (rc < 0) return rc; /* the buffer may have grown: harmless */
+    memcpy(c->groups + c->groups_len, group, n);
+    c->groups_len += (uint32_t)n;
+    c->n_groups++;
     return 0;
 }
 
@@ -365,10 +375,16 @@ int cch_group_discard(cch_conn *c, const char *group) {
     if (!c || !group) return CCH_EINVAL;
     if (!cch_valid_group_name(group)) return CCH_ENAME;
     if (!c->has_channel) return 0;
-    int i = find_group(c, group);
-    if (i >= 0) {
-        cch__free(c->groups[i]);
-        c->groups[i] = c->groups[--c->n_groups];
+    long off = find_group(c, group);
+    if (off >= 0) {
+        uint32_t n = (uint32_t)strlen(group) + 1;
+        memmove(c->groups + off, c->groups + off + n, c->groups_len - (uint32_t)off - n);
+        c->groups_len -= n;
+        c->n_groups--;
+        if (c->groups_len == 0) {
+            cch__free(c->groups);
+            c->groups = NULL;
+        }
     }
     return cch_layer_group_discard(c->app->layer, group, c->channel);
 }

@@ -10,8 +10,18 @@
  *
  * group_send walks the dense array under the lock, pushes one pointer per member,
  * takes all the message references with one atomic add, and after unlocking wakes
- * each receiver whose ready list went from empty to non-empty. Nothing is allocated
- * per recipient once the rings have grown.
+ * each receiver whose ready list went from empty to non-empty. poll drains the ready
+ * channels one after the other, so a receiver handles each channel's messages
+ * together (its connection's state is touched once per batch, not once per message).
+ *
+ * A bound channel holds a ring only while it has messages: poll gives a drained ring
+ * back to the layer's pool (lists per power-of-two size) and remembers the size the
+ * channel needed, and the next message takes a ring of that size from the pool. So
+ * an idle connection costs no ring, and steady fanout allocates nothing: the pool
+ * holds the working set. When a receiver has drained everything (the end of its
+ * turn), the pool gives back the rings that were not in use at once since the last
+ * such trim, so it keeps one turn's working set. Unbound channels (read with
+ * receive) keep their ring.
  *
  * A channel struct lives while it is owned (made by new_channel and not released),
  * holds messages, or is in a group; membership entries point at it, so it is freed
@@ -37,6 +47,9 @@
 #include "msg_internal.h"
 
 #define RING_MIN 4u
+#define RING_MIN_LOG 2u
+#define RING_POOL_CLASSES 13u /* rings of 4 .. 4096 entries are pooled */
+#define RING_POOL_TRIM_MS 1000u
 #define CAPACITY_MAX (1u << 30)
 #define WAKE_STACK 32
 #define SWEEP_PER_OP 2
@@ -67,6 +80,8 @@ struct mem_channel {
     uint32_t count;
     bool in_ready;
     bool owned;     /* made by new_channel, not released */
+    bool pooled;    /* the ring came from the pool (counted in its use) */
+    uint8_t ring_log; /* log2 of the ring size to take next (0: RING_MIN) */
     cch_receiver *recv;
     void *ud;
     mem_channel *rnext, *rprev; /* the receiver's ready list */
@@ -110,6 +125,13 @@ typedef struct mem_layer {
     uint64_t counter;
     char proc[13]; /* 12 random hex characters */
     cch_layer_stats st;
+    /* the ring pool: free rings by log2 of their size, linked through their first
+     * bytes; rings of each size in use by bound channels now and at most since the
+     * last trim */
+    mem_entry *pool[RING_POOL_CLASSES];
+    uint32_t pool_n[RING_POOL_CLASSES], pool_used[RING_POOL_CLASSES];
+    uint32_t pool_peak[RING_POOL_CLASSES];
+    uint64_t pool_trim_at;
 } mem_layer;
 
 typedef struct wake {
@@ -180,6 +202,81 @@ static inline void ready_remove(cch_receiver *r, mem_channel *ch) {
     ch->in_ready = false;
 }
 
+/* ---- the ring pool ---------------------------------------------------------------- */
+
+static inline unsigned ring_class(uint32_t size) { return (unsigned)__builtin_ctz(size); }
+
+/* A ring of `size` entries for a bound channel: from the pool when it has one. */
+static mem_entry *ring_take(mem_layer *l, uint32_t size) {
+    unsigned k = ring_class(size);
+    mem_entry *r;
+    if (k < RING_POOL_CLASSES && (r = l->pool[k]) != NULL) {
+        memcpy(&l->pool[k], r, sizeof(mem_entry *));
+        l->pool_n[k]--;
+    } else if (!(r = cch__malloc(sizeof *r * size))) {
+        return NULL;
+    }
+    if (k < RING_POOL_CLASSES && ++l->pool_used[k] > l->pool_peak[k]) l->pool_peak[k] = l->pool_used[k];
+    return r;
+}
+
+/* Gives back a ring from ring_take: to the pool when `keep`, else to the allocator. */
+static void ring_give(mem_layer *l, mem_entry *r, uint32_t size, bool keep) {
+    unsigned k = ring_class(size);
+    if (k >= RING_POOL_CLASSES) {
+        cch__free(r);
+        return;
+    }
+    l->pool_used[k]--;
+    if (!keep) {
+        cch__free(r);
+        return;
+    }
+    memcpy(r, &l->pool[k], sizeof(mem_entry *));
+    l->pool[k] = r;
+    l->pool_n[k]++;
+}
+
+/* Frees ch's ring, whichever way it came; a pooled one goes back to the pool when
+ * `keep` (a drained ring: the channel will want one of that size again), else to
+ * the allocator (a ring it outgrew). */
+static void ring_drop(mem_layer *l, mem_channel *ch, bool keep) {
+    if (ch->pooled) ring_give(l, ch->ring, ch->size, keep);
+    else cch__free(ch->ring);
+    ch->ring = NULL;
+    ch->size = ch->head = 0;
+    ch->pooled = false;
+}
+
+/* Frees the pooled rings that were not in use at once since the last trim: called
+ * when a receiver has drained everything (the end of its turn) and, at most once a
+ * second, by other operations. In steady fanout the pool keeps exactly the rings one
+ * turn needs; after a burst it keeps those of the burst's last turn only. */
+static void pool_trim(mem_layer *l, uint64_t now, bool turn_end) {
+    if (!turn_end && now < l->pool_trim_at) return;
+    l->pool_trim_at = add_sat(now, RING_POOL_TRIM_MS);
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) {
+        uint32_t keep = l->pool_peak[k] - l->pool_used[k];
+        while (l->pool_n[k] > keep) {
+            mem_entry *r = l->pool[k];
+            memcpy(&l->pool[k], r, sizeof(mem_entry *));
+            l->pool_n[k]--;
+            cch__free(r);
+        }
+        l->pool_peak[k] = l->pool_used[k];
+    }
+}
+
+static void pool_free(mem_layer *l) {
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) {
+        while (l->pool[k]) {
+            mem_entry *r = l->pool[k];
+            memcpy(&l->pool[k], r, sizeof(mem_entry *));
+            cch__free(r);
+        }
+    }
+}
+
 /* ---- channels ------------------------------------------------------------------- */
 
 static mem_channel *chan_find(mem_layer *l, const char *name, size_t len) {
@@ -208,7 +305,7 @@ static void chan_maybe_free(mem_layer *l, mem_channel *ch) {
     if (ch->owned || ch->count || ch->n_mships) return;
     HASH_DELETE(hh, l->channels, ch);
     list_remove(l, ch);
-    cch__free(ch->ring);
+    ring_drop(l, ch, true);
     cch__free(ch->mships);
     cch__free(ch);
 }
@@ -235,17 +332,21 @@ static void chan_purge(mem_layer *l, mem_channel *ch, uint64_t now, cch_msg **fl
     if (!ch->count && ch->in_ready) ready_remove(ch->recv, ch);
 }
 
-/* Makes room for one more entry in a ring whose slots are all used. */
-static int ring_grow(mem_channel *ch) {
-    uint32_t nsize = ch->size ? ch->size * 2 : RING_MIN; /* <= 2 * CAPACITY_MAX */
+/* Makes room for one more entry in a ring whose slots are all used (or that has no
+ * ring: a bound channel takes one of the size it needed last time from the pool). */
+static int ring_grow(mem_layer *l, mem_channel *ch) {
+    uint32_t nsize = ch->size ? ch->size * 2 /* <= 2 * CAPACITY_MAX */
+                     : ch->recv && ch->ring_log ? 1u << ch->ring_log : RING_MIN;
     if ((uint64_t)nsize * sizeof(mem_entry) > (uint64_t)(SIZE_MAX / 2)) return CCH_ENOMEM;
-    mem_entry *nr = cch__malloc(sizeof *nr * nsize);
+    bool pooled = ch->recv != NULL;
+    mem_entry *nr = pooled ? ring_take(l, nsize) : cch__malloc(sizeof *nr * nsize);
     if (!nr) return CCH_ENOMEM;
     for (uint32_t i = 0; i < ch->count; i++) nr[i] = ch->ring[(ch->head + i) & (ch->size - 1)];
-    cch__free(ch->ring);
+    if (ch->ring) ring_drop(l, ch, false);
     ch->ring = nr;
     ch->size = nsize;
     ch->head = 0;
+    ch->pooled = pooled;
     return 0;
 }
 
@@ -369,7 +470,9 @@ static int mem_new_channel(cch_layer *base, const char *prefix, cch_receiver *r,
     cch_msg *fl = NULL;
     mem_channel *ch;
     pthread_mutex_lock(&l->lock);
-    sweep(l, l->clock(l->clock_ud), &fl);
+    uint64_t now = l->clock(l->clock_ud);
+    sweep(l, now, &fl);
+    pool_trim(l, now, false);
     do {
         snprintf(buf, sizeof buf, "%s.%s!%016" PRIx64, prefix, l->proc, l->counter++);
     } while (chan_find(l, buf, len));
@@ -436,7 +539,7 @@ static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
             goto out;
         }
     }
-    if (ch->count == ch->size && ring_grow(ch) != 0) {
+    if (ch->count == ch->size && ring_grow(l, ch) != 0) {
         chan_maybe_free(l, ch);
         rc = CCH_ENOMEM;
         goto out;
@@ -494,6 +597,7 @@ static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t 
             const uint32_t mask = ch->size - 1;
             mem_entry *ring = ch->ring;
             uint32_t head = ch->head, count = ch->count;
+            uint32_t start = count;
             void *ud = ch->ud;
             while (count && n < max) {
                 mem_entry e = ring[head];
@@ -510,16 +614,22 @@ static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t 
             }
             ch->head = head;
             ch->count = count;
-            if (!count) { /* drained: pop it off the front */
+            if (!count) { /* drained: pop it off the front, give its ring back */
                 r->ready_head = ch->rnext;
                 if (ch->rnext) ch->rnext->rprev = NULL;
                 else r->ready_tail = NULL;
                 ch->rnext = NULL;
                 ch->in_ready = false;
+                /* next time, a ring for as many as it held now */
+                unsigned need = start > RING_MIN ? 32u - (unsigned)__builtin_clz(start - 1)
+                                                 : RING_MIN_LOG;
+                ch->ring_log = (uint8_t)(need < ring_class(ch->size) ? need : ring_class(ch->size));
+                ring_drop(l, ch, true);
             }
         }
         l->st.delivered += n;
         l->st.expired += expired;
+        pool_trim(l, now, !r->ready_head);
     }
     pthread_mutex_unlock(&l->lock);
     cch__msg_free_list(fl);
@@ -552,7 +662,7 @@ static int mem_group_add(cch_layer *base, const char *group, const char *channel
         g->cap = ncap;
     }
     if (ch->n_mships == ch->cap_mships) {
-        uint32_t ncap = ch->cap_mships ? ch->cap_mships * 2 : 2;
+        uint32_t ncap = ch->cap_mships ? ch->cap_mships * 2 : 1; /* most join one group */
         mem_mship *nm = cch__realloc(ch->mships, ncap * sizeof *nm);
         if (!nm) goto oom;
         ch->mships = nm;
@@ -627,7 +737,7 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
                 continue;
             }
         }
-        if (ch->count == ch->size && ring_grow(ch) != 0) {
+        if (ch->count == ch->size && ring_grow(l, ch) != 0) {
             oom++;
             continue;
         }
@@ -734,10 +844,11 @@ static void mem_destroy(cch_layer *base) {
     HASH_ITER(hh, l->channels, ch, ct) {
         chan_clear(ch, &fl);
         HASH_DELETE(hh, l->channels, ch);
-        cch__free(ch->ring);
+        ring_drop(l, ch, true);
         cch__free(ch->mships);
         cch__free(ch);
     }
+    pool_free(l);
     pthread_mutex_destroy(&l->lock);
     cch__free(l);
     cch__msg_free_list(fl);

@@ -124,6 +124,12 @@ void cch_msg_unref(const cch_msg *m) {
     if (mm && drop_ref(mm)) msg_free(mm);
 }
 
+void cch__msg_unref_n(const cch_msg *m, size_t n) {
+    cch_msg *mm = (cch_msg *)m;
+    if (mm && n && atomic_fetch_sub_explicit(&mm->refs, n, memory_order_acq_rel) == n)
+        msg_free(mm);
+}
+
 void cch__msg_unref_deferred(const cch_msg *m, cch_msg **free_list) {
     cch_msg *mm = (cch_msg *)m;
     if (mm && drop_ref(mm)) {

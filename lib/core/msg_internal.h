@@ -13,6 +13,10 @@
 /* Adds n references to m with one atomic operation (n may be 0). */
 void cch__msg_ref_n(const cch_msg *m, size_t n);
 
+/* Drops n references with one atomic operation (n may be 0); frees the message when
+ * they were the last. */
+void cch__msg_unref_n(const cch_msg *m, size_t n);
+
 /* Drops one reference. When it was the last, the message is not freed but pushed on
  * *free_list (a list linked through the message itself); free the list later with
  * cch__msg_free_list, e.g. after unlocking. */

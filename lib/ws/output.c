@@ -2,10 +2,21 @@
  *
  * What we send is framed here: a server frame is a 2-10 byte header plus the
  * unmasked payload. A message body sent to many connections (send_body) is framed
- * once and attached to the message; every member's queue holds a reference to the
- * message and points at the same bytes. Small frames (control frames, short
- * messages, wslay's pongs and closes) are packed into one heap buffer at the tail of
- * the queue.
+ * once per server and attached to the message; every member's queue points at the
+ * same bytes. The frame is pinned, not the message: queue items count themselves on
+ * the frame with a plain counter (the frame belongs to this server's thread; each
+ * server has its own, keyed by the server), and the frame holds one reference to the
+ * message while any item points at it. So a fanout costs no atomic operation, no
+ * allocation and no copy per member. Small frames (control frames, short messages,
+ * wslay's pongs and closes) are packed into one heap buffer at the tail of the queue.
+ *
+ * Shared frames are laid out one after the other in the server's current arena (a
+ * 64 KiB block), so the messages a member gets in one loop iteration, which every
+ * member gets in the same order, usually sit back to back in memory, and the writev
+ * of a member's queue merges them into one iovec: the kernel's cost of a writev grows
+ * with its segments (it copies each one separately), so 16 messages in one segment
+ * cost about half of 16 segments. An arena is freed when its last frame is (frames go
+ * with their messages, on whatever thread drops the last reference: an atomic count).
  *
  * A queue exists only while bytes are waiting. Sending only queues and marks the
  * connection dirty; the prepare phase (server.c) flushes each dirty connection with
@@ -16,9 +27,10 @@
 #include "alloc.h"
 #include "ws_internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
-enum { OWN_NONE = 0, OWN_HEAP, OWN_MSG };
+enum { OWN_NONE = 0, OWN_HEAP, OWN_FRAME };
 
 /* A heap buffer: the bytes of one or more small frames, or of one large one. */
 typedef struct ws_buf {
@@ -29,13 +41,11 @@ typedef struct ws_buf {
 typedef struct ws_item {
     const uint8_t *data;         /* what remains to be written */
     size_t len;
-    void *owner;                 /* ws_buf or cch_msg, per kind */
+    void *owner;                 /* ws_buf or ws_shared_frame, per kind */
     uint8_t kind;
 } ws_item;
 
 #define WS_QBLOCK_ITEMS 15
-#define WS_POOL_MAX_BLOCKS 1024
-#define WS_POOL_MAX_OUTQS 512
 #define WS_SMALL_BUF 256         /* small frames share a buffer of this size */
 
 struct ws_qblock {
@@ -45,7 +55,7 @@ struct ws_qblock {
 };
 
 struct ws_outq {
-    uv_write_t req;
+    uv_write_t *req;             /* made for the first partial write, kept with q */
     ws_qblock *first, *last;
     size_t bytes;                /* queued, including what is in flight */
     size_t n_items;
@@ -54,13 +64,77 @@ struct ws_outq {
     ws_outq *next_free;
 };
 
-/* A frame built once for a message body, attached to the message. */
+/* Shared frames' bytes: a block filled from the start, freed with its last frame. */
+typedef struct ws_arena {
+    atomic_size_t refs;          /* frames in it, plus one while it is the current one */
+    size_t used;
+    uint8_t data[];
+} ws_arena;
+
+#define WS_ARENA_SIZE (64u * 1024u)
+#define WS_ARENA_MAX_FRAME (WS_ARENA_SIZE / 8) /* larger frames get their own block */
+
+/* A frame built once per server for a message body, attached to the message under
+ * the server's address. `pins` counts the queue items pointing at it (only this
+ * server's thread touches it); while it is not 0 the frame holds one reference to
+ * `msg`, which owns the frame. */
 typedef struct ws_shared_frame {
     size_t len;
-    uint8_t bytes[];
+    size_t pins;
+    const cch_msg *msg;
+    ws_arena *arena;             /* holds the bytes; NULL: they are in own[] */
+    uint8_t *bytes;
+    uint8_t own[];
 } ws_shared_frame;
 
-static const char shared_frame_key = 0;
+static void arena_unref(ws_arena *a)
+{
+    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        cch__free(a);
+}
+
+/* The attachment's destructor: runs when the message is freed, on any thread. */
+static void frame_free(void *p)
+{
+    ws_shared_frame *f = p;
+    if (f->arena)
+        arena_unref(f->arena);
+    cch__free(f);
+}
+
+/* A new frame of `len` bytes (its bytes not filled in), or NULL. */
+static ws_shared_frame *frame_new(ws_server *s, size_t len)
+{
+    if (len > WS_ARENA_MAX_FRAME) {
+        ws_shared_frame *f = cch__malloc(sizeof *f + len);
+        if (f) {
+            f->arena = NULL;
+            f->bytes = f->own;
+        }
+        return f;
+    }
+    ws_shared_frame *f = cch__malloc(sizeof *f);
+    if (!f)
+        return NULL;
+    ws_arena *a = s->arena;
+    if (!a || WS_ARENA_SIZE - a->used < len) {
+        ws_arena *na = cch__malloc(sizeof *na + WS_ARENA_SIZE);
+        if (!na) {
+            cch__free(f);
+            return NULL;
+        }
+        atomic_init(&na->refs, 1);
+        na->used = 0;
+        if (a)
+            arena_unref(a); /* retired: freed with its last frame */
+        s->arena = a = na;
+    }
+    atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    f->arena = a;
+    f->bytes = a->data + a->used;
+    a->used += len;
+    return f;
+}
 
 size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len)
 {
@@ -81,7 +155,15 @@ size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len)
     return 10;
 }
 
-/* ---- pools ------------------------------------------------------------------- */
+/* ---- pools --------------------------------------------------------------------
+ *
+ * Queue parts are taken from per-server free lists, so that a fanout, which gives
+ * every member a queue in one loop iteration and flushes them all in the next prepare
+ * phase, allocates nothing once the lists hold its working set. The lists are not
+ * capped while in use; ws_out_trim_pools (from the server's timer, see timer.c) gives
+ * back what was not needed since its last call, down to WS_POOL_KEEP of each. */
+
+#define WS_POOL_KEEP 64
 
 static ws_qblock *block_get(ws_server *s)
 {
@@ -93,7 +175,10 @@ static ws_qblock *block_get(ws_server *s)
         b = cch__malloc(sizeof *b);
         if (!b)
             return NULL;
+        ws_timer_want_trim(s);
     }
+    if (++s->blocks_used > s->blocks_peak)
+        s->blocks_peak = s->blocks_used;
     b->next = NULL;
     b->head = b->tail = 0;
     return b;
@@ -101,13 +186,10 @@ static ws_qblock *block_get(ws_server *s)
 
 static void block_put(ws_server *s, ws_qblock *b)
 {
-    if (s->n_free_blocks < WS_POOL_MAX_BLOCKS) {
-        b->next = s->free_blocks;
-        s->free_blocks = b;
-        s->n_free_blocks++;
-    } else {
-        cch__free(b);
-    }
+    s->blocks_used--;
+    b->next = s->free_blocks;
+    s->free_blocks = b;
+    s->n_free_blocks++;
 }
 
 static ws_outq *outq_get(ws_conn *c)
@@ -116,15 +198,21 @@ static ws_outq *outq_get(ws_conn *c)
         return c->outq;
     ws_server *s = c->srv;
     ws_outq *q = s->free_outqs;
+    uv_write_t *req = NULL;
     if (q) {
         s->free_outqs = q->next_free;
         s->n_free_outqs--;
+        req = q->req;
     } else {
         q = cch__malloc(sizeof *q);
         if (!q)
             return NULL;
+        ws_timer_want_trim(s);
     }
+    if (++s->outqs_used > s->outqs_peak)
+        s->outqs_peak = s->outqs_used;
     memset(q, 0, sizeof *q);
+    q->req = req;
     c->outq = q;
     return q;
 }
@@ -140,17 +228,49 @@ static void outq_put(ws_conn *c)
         block_put(s, b);
         b = n;
     }
-    if (s->n_free_outqs < WS_POOL_MAX_OUTQS) {
-        q->next_free = s->free_outqs;
-        s->free_outqs = q;
-        s->n_free_outqs++;
-    } else {
-        cch__free(q);
+    s->outqs_used--;
+    q->next_free = s->free_outqs;
+    s->free_outqs = q;
+    s->n_free_outqs++;
+}
+
+static void free_outq(ws_outq *q)
+{
+    cch__free(q->req);
+    cch__free(q);
+}
+
+bool ws_out_trim_pools(ws_server *s)
+{
+    size_t keep_b = s->blocks_peak > s->blocks_used ? s->blocks_peak - s->blocks_used : 0;
+    size_t keep_q = s->outqs_peak > s->outqs_used ? s->outqs_peak - s->outqs_used : 0;
+    if (keep_b < WS_POOL_KEEP)
+        keep_b = WS_POOL_KEEP;
+    if (keep_q < WS_POOL_KEEP)
+        keep_q = WS_POOL_KEEP;
+    while (s->n_free_blocks > keep_b) {
+        ws_qblock *b = s->free_blocks;
+        s->free_blocks = b->next;
+        s->n_free_blocks--;
+        cch__free(b);
     }
+    while (s->n_free_outqs > keep_q) {
+        ws_outq *q = s->free_outqs;
+        s->free_outqs = q->next_free;
+        s->n_free_outqs--;
+        free_outq(q);
+    }
+    s->blocks_peak = s->blocks_used;
+    s->outqs_peak = s->outqs_used;
+    return s->n_free_blocks > WS_POOL_KEEP || s->n_free_outqs > WS_POOL_KEEP;
 }
 
 void ws_out_free_pools(ws_server *s)
 {
+    if (s->arena) {
+        arena_unref(s->arena);
+        s->arena = NULL;
+    }
     while (s->free_blocks) {
         ws_qblock *b = s->free_blocks;
         s->free_blocks = b->next;
@@ -160,7 +280,7 @@ void ws_out_free_pools(ws_server *s)
     while (s->free_outqs) {
         ws_outq *q = s->free_outqs;
         s->free_outqs = q->next_free;
-        cch__free(q);
+        free_outq(q);
     }
     s->n_free_outqs = 0;
 }
@@ -171,8 +291,11 @@ static void item_release(ws_item *it)
 {
     if (it->kind == OWN_HEAP)
         cch__free(it->owner);
-    else if (it->kind == OWN_MSG)
-        cch_msg_unref(it->owner);
+    else if (it->kind == OWN_FRAME) {
+        ws_shared_frame *f = it->owner;
+        if (--f->pins == 0)
+            cch_msg_unref(f->msg); /* may free f with the message */
+    }
     it->kind = OWN_NONE;
     it->owner = NULL;
 }
@@ -371,7 +494,7 @@ int ws_out_send_body(ws_conn *c, const cch_msg *m)
     if (!m)
         return CCH_EINVAL;
     ws_server *s = c->srv;
-    ws_shared_frame *f = cch_msg_attachment(m, &shared_frame_key);
+    ws_shared_frame *f = cch_msg_attachment(m, s);
     if (f) {
         s->stats.frames_shared++;
     } else {
@@ -380,24 +503,29 @@ int ws_out_send_body(ws_conn *c, const cch_msg *m)
             return CCH_ETOOBIG;
         uint8_t hdr[10];
         size_t hlen = ws_frame_header(hdr, 1, blen);
-        ws_shared_frame *nf = cch__malloc(sizeof *nf + hlen + blen);
+        ws_shared_frame *nf = frame_new(s, hlen + blen);
         if (!nf)
             return CCH_ENOMEM;
         nf->len = hlen + blen;
+        nf->pins = 0;
+        nf->msg = m;
         memcpy(nf->bytes, hdr, hlen);
         memcpy(nf->bytes + hlen, cch_msg_body(m), blen);
-        f = cch_msg_attach(m, &shared_frame_key, nf, cch__free);
+        f = cch_msg_attach(m, s, nf, frame_free);
         if (f != nf)
-            cch__free(nf);
+            frame_free(nf);
         if (!f)
             return CCH_ENOMEM;
         s->stats.frames_built++;
     }
     if ((rc = over_limit(c, f->len)) < 0)
         return rc;
-    cch_msg *ref = cch_msg_ref(m);
-    if ((rc = push_item(c, f->bytes, f->len, ref, OWN_MSG)) < 0) {
-        cch_msg_unref(ref);
+    if (f->pins == 0)
+        cch_msg_ref(m);
+    f->pins++;
+    if ((rc = push_item(c, f->bytes, f->len, f, OWN_FRAME)) < 0) {
+        if (--f->pins == 0)
+            cch_msg_unref(m);
         return rc;
     }
     s->stats.messages_out++;
@@ -507,13 +635,28 @@ void ws_out_flush(ws_conn *c)
         return;
     uv_stream_t *stream = (uv_stream_t *)&c->tcp;
     while (q->n_items) {
+        /* One iovec per run of items that lie back to back in memory (shared frames
+         * laid out one after the other in an arena). */
         unsigned n = 0;
-        size_t total = 0;
-        for (ws_qblock *b = q->first; b && n < WS_IOV_MAX; b = b->next)
-            for (uint16_t i = b->head; i < b->tail && n < WS_IOV_MAX; i++) {
-                s->iov[n++] = uv_buf_init((char *)b->items[i].data, (unsigned)b->items[i].len);
-                total += b->items[i].len;
+        size_t total = 0, items = 0;
+        for (ws_qblock *b = q->first; b; b = b->next) {
+            uint16_t i = b->head;
+            for (; i < b->tail; i++) {
+                const ws_item *it = &b->items[i];
+                if (n && (const uint8_t *)s->iov[n - 1].base + s->iov[n - 1].len == it->data &&
+                    s->iov[n - 1].len <= UINT32_MAX - it->len) {
+                    s->iov[n - 1].len += (unsigned)it->len;
+                } else if (n < WS_IOV_MAX) {
+                    s->iov[n++] = uv_buf_init((char *)it->data, (unsigned)it->len);
+                } else {
+                    break;
+                }
+                total += it->len;
+                items++;
             }
+            if (i < b->tail)
+                break;
+        }
         int r = uv_try_write(stream, s->iov, n);
         if (r == UV_EAGAIN || r == UV_ENOSYS)
             r = 0;
@@ -535,12 +678,19 @@ void ws_out_flush(ws_conn *c)
             left -= s->iov[skip].len;
             skip++;
         }
+        size_t before = q->n_items;
         consume(c, done);
+        items -= before - q->n_items; /* the batch's items not written out yet */
         s->iov[skip].base += left;
         s->iov[skip].len -= (unsigned)left;
-        q->inflight = n - skip;
+        if (!q->req && !(q->req = cch__malloc(sizeof *q->req))) {
+            ws_log(s, CCH_LOG_ERROR, "out of memory for a write: dropping the connection");
+            ws_conn_kill(c);
+            return;
+        }
+        q->inflight = items;
         q->writing = true;
-        int wr = uv_write(&q->req, stream, s->iov + skip, n - skip, write_cb);
+        int wr = uv_write(q->req, stream, s->iov + skip, n - skip, write_cb);
         if (wr < 0) {
             q->writing = false;
             q->inflight = 0;
@@ -554,8 +704,8 @@ void ws_out_flush(ws_conn *c)
 
 static void write_cb(uv_write_t *req, int status)
 {
-    ws_outq *q = (ws_outq *)req; /* req is the first member */
     ws_conn *c = (ws_conn *)req->handle;
+    ws_outq *q = c->outq;
     q->writing = false;
     size_t n = q->inflight;
     q->inflight = 0;

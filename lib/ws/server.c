@@ -4,7 +4,9 @@
  * in, one prepare handle that runs once per loop iteration just before the loop
  * blocks (it feeds pending input and flushes every connection that queued output,
  * one writev each), one async handle that the layer's wakeup signals (its callback
- * dispatches layer messages in batches) and one timer for all deadlines. */
+ * dispatches layer messages in batches) and one timer for all deadlines. A server
+ * of cch_ws_run_loops (loops.c) has no listener: loop 0 accepts for every loop and
+ * hands it sockets (ws_server_take). */
 #include "alloc.h"
 #include "ws_internal.h"
 
@@ -25,9 +27,10 @@ void ws_log(ws_server *s, int level, const char *fmt, ...)
     if (!s->opts.log || level > s->opts.log_level)
         return;
     char line[512];
+    int n = s->owner ? snprintf(line, sizeof line, "loop %d: ", s->loop_index) : 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     va_end(ap);
     s->opts.log(s->opts.log_ud, level, line);
 }
@@ -88,9 +91,9 @@ static ws_conn *dirty_pop(ws_server *s)
     }
 }
 
-static void prepare_cb(uv_prepare_t *p)
+/* Feeds pending input and flushes every dirty connection (one writev each). */
+static void flush_dirty(ws_server *s)
 {
-    ws_server *s = p->data;
     /* Connections marked while this runs are processed in the same pass. */
     ws_conn *c;
     while ((c = dirty_pop(s)) != NULL) {
@@ -103,23 +106,61 @@ static void prepare_cb(uv_prepare_t *p)
     }
 }
 
+static void dispatch(ws_server *s);
+
+/* Once per iteration, just before the loop blocks: everything this iteration read
+ * and queued is dispatched now (H12, issue 5: not one iteration later from the async
+ * callback), then every dirty connection is written. */
+static void prepare_cb(uv_prepare_t *p)
+{
+    ws_server *s = p->data;
+    if (__atomic_exchange_n(&s->dispatch_due, 0, __ATOMIC_ACQ_REL))
+        dispatch(s);
+    flush_dirty(s);
+}
+
 /* ---- dispatch -------------------------------------------------------------------- */
+
+void ws_server_wakeup(ws_server *s)
+{
+    __atomic_store_n(&s->dispatch_due, 1, __ATOMIC_RELEASE);
+    uv_async_send(&s->async);
+}
 
 static void wakeup(void *ud)
 {
-    ws_server *s = ud;
-    uv_async_send(&s->async);
+    ws_server_wakeup(ud);
 }
+
+/* Dispatches what the layer holds (up to dispatch_batch per iteration) in chunks,
+ * flushing the connections each chunk made dirty before the next one (H12, issue 5):
+ * every message read in this iteration is delivered now, in one writev per member,
+ * while the members a chunk touched are still in the cache. */
+#define WS_DISPATCH_CHUNK 1024u
 
 static void async_cb(uv_async_t *a)
 {
     ws_server *s = a->data;
-    size_t batch = s->opts.dispatch_batch;
-    int n = cch_app_dispatch(s->app, batch);
-    if (n < 0)
-        ws_log(s, CCH_LOG_ERROR, "dispatch failed: %s", cch_strerror(n));
-    else if ((size_t)n >= batch)
-        uv_async_send(&s->async); /* more pending: continue next iteration */
+    __atomic_store_n(&s->dispatch_due, 0, __ATOMIC_RELEASE);
+    dispatch(s);
+}
+
+static void dispatch(ws_server *s)
+{
+    size_t batch = s->opts.dispatch_batch, done = 0;
+    while (done < batch) {
+        size_t want = batch - done < WS_DISPATCH_CHUNK ? batch - done : WS_DISPATCH_CHUNK;
+        int n = cch_app_dispatch(s->app, want);
+        if (n < 0) {
+            ws_log(s, CCH_LOG_ERROR, "dispatch failed: %s", cch_strerror(n));
+            return;
+        }
+        done += (size_t)n;
+        if ((size_t)n < want)
+            return;
+        flush_dirty(s);
+    }
+    uv_async_send(&s->async); /* more pending: continue next iteration */
 }
 
 /* ---- reading --------------------------------------------------------------------- */
@@ -175,7 +216,7 @@ static void reject_unallocated(ws_server *s)
     uv_close((uv_handle_t *)&s->spare, spare_closed);
 }
 
-static void conn_accepted(ws_server *s, ws_conn *c);
+static void conn_accepted(ws_server *s, ws_conn *c, bool busy);
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -194,10 +235,10 @@ static void on_connection(uv_stream_t *listener, int status)
         ws_conn_discard_new(c);
         return;
     }
-    conn_accepted(s, c);
+    conn_accepted(s, c, false);
 }
 
-int ws_server_adopt(ws_server *s, uv_os_sock_t fd)
+int ws_server_take(ws_server *s, uv_os_sock_t fd, bool busy)
 {
     ws_conn *c = ws_conn_new(s);
     if (!c)
@@ -206,18 +247,24 @@ int ws_server_adopt(ws_server *s, uv_os_sock_t fd)
         ws_conn_discard_new(c);
         return CCH_EIO;
     }
-    conn_accepted(s, c);
+    conn_accepted(s, c, busy);
     return 0;
 }
 
-/* A new client socket: counted, answered 503 beyond max_connections, else given the
- * handshake deadline; reading starts. */
-static void conn_accepted(ws_server *s, ws_conn *c)
+int ws_server_adopt(ws_server *s, uv_os_sock_t fd)
+{
+    return ws_server_take(s, fd, false);
+}
+
+/* A new client socket: counted, answered 503 beyond max_connections (or when the
+ * acceptor of several loops says `busy`), else given the handshake deadline; reading
+ * starts. */
+static void conn_accepted(ws_server *s, ws_conn *c, bool busy)
 {
     s->stats.tcp_accepted++;
     s->stats.tcp_active++;
     uv_tcp_nodelay(&c->tcp, 1);
-    if (s->n_conns >= s->opts.max_connections || s->stopping) {
+    if (busy || s->n_conns >= s->opts.max_connections || s->stopping) {
         c->flags |= WS_F_BUSY;
         s->stats.rejected_busy++;
         ws_conn_start(c);
@@ -225,6 +272,8 @@ static void conn_accepted(ws_server *s, ws_conn *c)
         return;
     }
     s->n_conns++;
+    if (s->owner)
+        ws_loop_publish(s->owner, s->n_conns);
     ws_timer_set(c, WS_TL_HANDSHAKE, s->opts.handshake_timeout_ms);
     ws_conn_start(c);
 }
@@ -266,6 +315,8 @@ static int apply_options(ws_server *s, const cch_ws_options *in)
         o.dispatch_batch = CCH_WS_DEFAULT_DISPATCH_BATCH;
     if (o.dispatch_batch > INT_MAX)
         return CCH_EINVAL;
+    if (o.loops != 0 && o.loops != 1)
+        return CCH_EINVAL; /* a server is one loop; several are cch_ws_run_loops's */
     s->opts = o;
     if (!(s->host = cch__strdup(o.host)))
         return CCH_ENOMEM;
@@ -292,7 +343,7 @@ static int apply_options(ws_server *s, const cch_ws_options *in)
 }
 
 /* Creates, binds and listens a socket for host:port. Returns the fd or a code. */
-static int listen_socket(ws_server *s, int *out_fd)
+int ws_server_listen_fd(ws_server *s, int *out_fd)
 {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -363,8 +414,8 @@ static void handle_closed(uv_handle_t *h)
         gone(gone_ud);
 }
 
-int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loop,
-                        const cch_ws_options *opts)
+static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
+                        const cch_ws_options *opts, struct ws_loop *owner, int index)
 {
     if (out)
         *out = NULL;
@@ -379,6 +430,8 @@ int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loo
         s->opts.log_ud = opts->log_ud;
         s->opts.log_level = opts->log_level;
     }
+    s->owner = owner;
+    s->loop_index = index;
     int rc = apply_options(s, opts);
     if (rc < 0) {
         free_server(s);
@@ -391,8 +444,8 @@ int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loo
         free_server(s);
         return CCH_ENOMEM;
     }
-    int fd;
-    if ((rc = listen_socket(s, &fd)) < 0) {
+    int fd = -1;
+    if (!owner && (rc = ws_server_listen_fd(s, &fd)) < 0) {
         free_server(s);
         return rc;
     }
@@ -400,18 +453,28 @@ int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loo
     int uerr = uv_async_init(loop, &s->async, async_cb);
     if (uerr != 0) {
         ws_log(s, CCH_LOG_ERROR, "uv_async_init: %s", uv_strerror(uerr));
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         free_server(s);
         return CCH_EIO;
     }
     s->async.data = s;
-    uv_tcp_init(loop, &s->listener);
-    s->listener.data = s;
     uv_prepare_init(loop, &s->prepare);
     s->prepare.data = s;
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
-    s->handles_open = 4;
+    s->handles_open = 3;
+    if (owner) {
+        uv_prepare_start(&s->prepare, prepare_cb);
+        uv_unref((uv_handle_t *)&s->prepare);
+        ws_loop_attach(owner, s);
+        *out = s;
+        uv_async_send(&s->async);
+        return 0;
+    }
+    uv_tcp_init(loop, &s->listener);
+    s->listener.data = s;
+    s->handles_open++;
     if ((uerr = uv_tcp_open(&s->listener, fd)) != 0 ||
         (uerr = uv_listen((uv_stream_t *)&s->listener, s->opts.backlog, on_connection)) != 0) {
         ws_log(s, CCH_LOG_ERROR, "cannot listen: %s", uv_strerror(uerr));
@@ -437,6 +500,18 @@ int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loo
     return 0;
 }
 
+int cch_ws_server_start(cch_ws_server **out, cch_app *app, struct uv_loop_s *loop,
+                        const cch_ws_options *opts)
+{
+    return server_start(out, app, loop, opts, NULL, 0);
+}
+
+int ws_server_start_owned(ws_server **out, cch_app *app, uv_loop_t *loop,
+                          const cch_ws_options *opts, struct ws_loop *owner, int index)
+{
+    return server_start(out, app, loop, opts, owner, index);
+}
+
 int cch_ws_server_port(const cch_ws_server *s)
 {
     return s ? s->port : CCH_EINVAL;
@@ -457,10 +532,19 @@ void cch_ws_server_stats(const cch_ws_server *s, cch_ws_stats *out)
 
 void ws_server_maybe_done(ws_server *s)
 {
+    /* Called after every connection's end (conn.c): the acceptor of several loops
+     * learns the new count here. */
+    if (s->owner)
+        ws_loop_publish(s->owner, s->n_conns);
     if (!s->stopping || s->stats.tcp_active > 0 || s->closing_handles)
         return;
     s->closing_handles = true;
-    cch_app_set_wakeup(s->app, NULL, NULL);
+    /* No wakeup may signal the async once it is closing: a loop of cch_ws_run_loops
+     * is woken from other threads, so its loop detaches under its lock. */
+    if (s->owner)
+        ws_loop_detach(s->owner);
+    else
+        cch_app_set_wakeup(s->app, NULL, NULL);
     uv_close((uv_handle_t *)&s->prepare, handle_closed);
     uv_close((uv_handle_t *)&s->async, handle_closed);
     uv_close((uv_handle_t *)&s->timer, handle_closed);
@@ -486,8 +570,9 @@ int cch_ws_server_stop(cch_ws_server *s, cch_ws_stopped_fn done, void *ud)
     s->stopped_ud = ud;
     ws_log(s, CCH_LOG_INFO, "shutting down: %llu connection(s) open",
            (unsigned long long)s->stats.tcp_active);
-    /* Stop accepting now. */
-    uv_close((uv_handle_t *)&s->listener, handle_closed);
+    /* Stop accepting now (loop 0 accepts for a server of several loops). */
+    if (!s->owner)
+        uv_close((uv_handle_t *)&s->listener, handle_closed);
     ws_conn *c;
     while ((c = s->lists[WS_TL_HANDSHAKE].head) != NULL)
         ws_conn_kill(c);

@@ -5,8 +5,12 @@
  * handshake, lingering). Each list always uses the same timeout, so appending at the
  * tail keeps it sorted by deadline; a connection that shows activity moves to the
  * tail in O(1). One uv_timer per server fires at the earliest head. This keeps the
- * cost of an idle connection to two pointers and a deadline. */
+ * cost of an idle connection to two pointers and a deadline. The same timer trims
+ * the output pools (output.c) about once a second while they hold more than they
+ * keep at rest. */
 #include "ws_internal.h"
+
+#define WS_POOL_TRIM_MS 1000
 
 static void list_remove(ws_conn *c)
 {
@@ -30,6 +34,8 @@ static void timer_cb(uv_timer_t *t)
     ws_server *s = t->data;
     s->timer_due = UINT64_MAX;
     uint64_t now = uv_now(s->loop);
+    if (s->pool_trim_at && s->pool_trim_at <= now)
+        s->pool_trim_at = ws_out_trim_pools(s) ? now + WS_POOL_TRIM_MS : 0;
     for (int which = 1; which < WS_TL_COUNT; which++) {
         ws_conn *c;
         while ((c = s->lists[which].head) != NULL && c->deadline <= now) {
@@ -46,7 +52,7 @@ void ws_timer_rearm(ws_server *s)
 {
     if (uv_is_closing((uv_handle_t *)&s->timer))
         return;
-    uint64_t due = UINT64_MAX;
+    uint64_t due = s->pool_trim_at ? s->pool_trim_at : UINT64_MAX;
     for (int which = 1; which < WS_TL_COUNT; which++) {
         ws_conn *c = s->lists[which].head;
         if (c && c->deadline < due)
@@ -61,6 +67,15 @@ void ws_timer_rearm(ws_server *s)
     }
     uint64_t now = uv_now(s->loop);
     uv_timer_start(&s->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+void ws_timer_want_trim(ws_server *s)
+{
+    if (s->pool_trim_at || s->stopping)
+        return;
+    s->pool_trim_at = uv_now(s->loop) + WS_POOL_TRIM_MS;
+    if (s->pool_trim_at < s->timer_due)
+        ws_timer_rearm(s);
 }
 
 void ws_timer_set(ws_conn *c, int which, uint32_t ms)

@@ -113,6 +113,11 @@ struct cch_ws_server {
     size_t n_free_blocks;
     ws_outq *free_outqs;
     size_t n_free_outqs;
+    size_t blocks_used, blocks_peak;   /* in queues now / most since the last trim */
+    size_t outqs_used, outqs_peak;
+    uint64_t pool_trim_at;       /* when ws_out_trim_pools runs next (0: not armed) */
+    int dispatch_due;            /* the layer woke us (atomic): dispatch in prepare */
+    struct ws_arena *arena;      /* output.c: where shared frames are being laid out */
     uv_buf_t iov[WS_IOV_MAX];
 
     /* life cycle */
@@ -123,6 +128,12 @@ struct cch_ws_server {
     void *stopped_ud;
     void (*gone_hook)(void *ud); /* cch_ws_run's: closes its signal handles */
     void *gone_ud;
+
+    /* cch_ws_run_loops (loops.c): the loop that runs this server, or NULL. Such a
+     * server has no listener (loop 0 hands it accepted sockets), leaves the app's
+     * wakeup to its loop, and publishes n_conns for the acceptor. */
+    struct ws_loop *owner;
+    int loop_index;
 };
 
 /* ---- server.c ------------------------------------------------------------------ */
@@ -138,12 +149,33 @@ void ws_mark_dirty(ws_conn *c);
 /* libuv read callbacks: every read lands in the server's one read buffer. */
 void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+/* The app's wakeup for s (any thread): notes that layer messages wait, so that the
+ * prepare phase dispatches them after this iteration's reads, and signals s->async
+ * (which wakes a blocked loop and dispatches too). */
+void ws_server_wakeup(ws_server *s);
 /* Finishes a stopping server once its last connection is gone. */
 void ws_server_maybe_done(ws_server *s);
 /* Takes a connected stream socket as a new client, as if the listener had accepted
  * it (the fuzz targets drive the server through socketpairs this way). Returns 0,
  * CCH_ENOMEM or CCH_EIO; on failure fd is still the caller's. */
 int ws_server_adopt(ws_server *s, uv_os_sock_t fd);
+/* The same, for a socket handed over by the acceptor of cch_ws_run_loops; `busy`: the
+ * loops hold max_connections already (answered 503). */
+int ws_server_take(ws_server *s, uv_os_sock_t fd, bool busy);
+/* Starts a server of cch_ws_run_loops's loop `owner` (index `index`): like
+ * cch_ws_server_start without a listener; `opts` has no ready callback. */
+int ws_server_start_owned(ws_server **out, cch_app *app, uv_loop_t *loop,
+                          const cch_ws_options *opts, struct ws_loop *owner, int index);
+/* Makes, binds and listens the socket for s's host and port (logged on failure); sets
+ * s->port. Returns 0 and the descriptor in *fd, CCH_EINVAL or CCH_EIO. */
+int ws_server_listen_fd(ws_server *s, int *fd);
+
+/* ---- loops.c: cch_ws_run_loops ------------------------------------------------- */
+/* Called by an owned server: it started (its async may be signalled from now on),
+ * it is about to close its async (never again), and its count of connections. */
+void ws_loop_attach(struct ws_loop *l, ws_server *s);
+void ws_loop_detach(struct ws_loop *l);
+void ws_loop_publish(struct ws_loop *l, size_t n_conns);
 
 /* ---- conn.c: connection life cycle ------------------------------------------- */
 ws_conn *ws_conn_new(ws_server *s);
@@ -247,6 +279,10 @@ bool ws_out_writing(const ws_conn *c);
 void ws_out_free(ws_conn *c);
 /* Frees the pools (server teardown). */
 void ws_out_free_pools(ws_server *s);
+/* Gives back the pooled queue parts that were not needed since the last call
+ * (timer.c calls it about once a second while there are any). Returns true when the
+ * pools still hold more than they keep at rest. */
+bool ws_out_trim_pools(ws_server *s);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
 /* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
@@ -254,6 +290,8 @@ void ws_out_free_pools(ws_server *s);
 void ws_timer_set(ws_conn *c, int which, uint32_t ms);
 /* Re-arms the server's timer for the earliest deadline. */
 void ws_timer_rearm(ws_server *s);
+/* Asks for a trim of the output pools in about a second (no-op when one is due). */
+void ws_timer_want_trim(ws_server *s);
 /* The timer callback's work for one expired connection. */
 void ws_timer_expired(ws_conn *c);
 

@@ -1,0 +1,149 @@
+/* tests/ws_loops_server.c - the test server of cch_ws_run_loops (several loops, one layer).
+ *
+ * Started by tests/ws/test_ws_loops.py on a free port: it prints "PORT <n>" on
+ * stdout once listening and exits 0 after SIGTERM or SIGINT. Options: --loops N
+ * (default 2), --host, --port, --max-conns, --close-timeout, --capacity (the
+ * memory layer's, default 10000), --log-level (0..3; the log goes to stderr, each
+ * adapter line naming its loop). One route, on every loop's app:
+ *   /ws/room/{room}/   joins group "room_<room>" and sends
+ *                      {"loop": <its loop>, "channel": "<its channel>"} on connect;
+ *                      a text message "to <channel> <json>" goes to that channel
+ *                      only, any other (a JSON object) to the whole room. */
+#include <cchannels/cchannels.h>
+#include <cchannels/ws.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+typedef struct room_state {
+    char group[CCH_NAME_BUF];
+} room_state;
+
+static int loop_index[CCH_WS_MAX_LOOPS];
+
+static int room_connect(cch_conn *c)
+{
+    room_state *st = cch_state(c);
+    const int *loop = cch_class_data(c);
+    snprintf(st->group, sizeof st->group, "room_%s", cch_param(c, "room"));
+    int rc = cch_group_add(c, st->group);
+    if (rc == 0)
+        rc = cch_accept(c, NULL);
+    if (rc < 0)
+        return rc;
+    char hello[CCH_NAME_BUF + 64];
+    int n = snprintf(hello, sizeof hello, "{\"loop\": %d, \"channel\": \"%s\"}", *loop,
+                     cch_channel_name(c));
+    return cch_send_text(c, hello, (size_t)n);
+}
+
+static void room_receive(cch_conn *c, const char *data, size_t len, bool binary)
+{
+    room_state *st = cch_state(c);
+    if (binary)
+        return;
+    char to[CCH_NAME_BUF];
+    const char *body = data;
+    size_t body_len = len;
+    bool direct = len > 3 && memcmp(data, "to ", 3) == 0;
+    if (direct) {
+        const char *sp = memchr(data + 3, ' ', len - 3);
+        size_t n = sp ? (size_t)(sp - data) - 3 : 0;
+        if (!sp || n == 0 || n >= sizeof to) {
+            cch_close(c, 1003, "expected: to CHANNEL JSON");
+            return;
+        }
+        memcpy(to, data + 3, n);
+        to[n] = '\0';
+        body = sp + 1;
+        body_len = len - (size_t)(body - data);
+    }
+    cch_msg *m = cch_msg_new("room.message", body, body_len);
+    if (!m) {
+        cch_close(c, 1003, "not a JSON object");
+        return;
+    }
+    int rc = direct ? cch_channel_send(c, to, m) : cch_group_send(c, st->group, m);
+    cch_msg_unref(m);
+    if (rc < 0)
+        fprintf(stderr, "[error] send failed: %s\n", cch_strerror(rc));
+}
+
+static void room_message(cch_conn *c, const cch_msg *m)
+{
+    (void)cch_send_body(c, m);
+}
+
+static const cch_consumer_class room_consumer = {
+    .state_size = sizeof(room_state),
+    .connect = room_connect,
+    .receive = room_receive,
+    .handlers = (const cch_handler[]){{"room.message", room_message}, {NULL, NULL}},
+};
+
+static void log_line(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    fprintf(stderr, "[%s] %s\n", cch_log_level_name(level), msg);
+}
+
+static int setup(cch_app *app, int index, void *ud)
+{
+    const cch_ws_options *o = ud;
+    loop_index[index] = index;
+    if (o->log)
+        cch_app_set_log(app, log_line, NULL);
+    return cch_app_route(app, "/ws/room/{room}/", &room_consumer, &loop_index[index]);
+}
+
+static void on_ready(cch_ws_server *s, void *ud)
+{
+    (void)ud;
+    printf("PORT %d\n", cch_ws_server_port(s));
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    cch_ws_options o = {.host = "127.0.0.1", .port = CCH_WS_ANY_PORT, .ready = on_ready,
+                        .loops = 2};
+    cch_memory_layer_options lo = {.capacity = 10000};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "missing value for %s\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--loops") == 0) o.loops = (int)strtol(v, NULL, 10);
+        else if (strcmp(a, "--host") == 0) o.host = v;
+        else if (strcmp(a, "--port") == 0) o.port = (int)strtol(v, NULL, 10);
+        else if (strcmp(a, "--max-conns") == 0) o.max_connections = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--close-timeout") == 0) o.close_timeout_ms = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--capacity") == 0) lo.capacity = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--log-level") == 0) { o.log = log_line; o.log_level = (int)strtol(v, NULL, 10); }
+        else {
+            fprintf(stderr, "unknown option %s\n", a);
+            return 2;
+        }
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    cch_layer *layer = cch_memory_layer_new(&lo);
+    if (!layer) {
+        fprintf(stderr, "cannot create the layer\n");
+        return 1;
+    }
+    int rc = cch_ws_run_loops(&o, layer, setup, &o);
+    cch_layer_unref(layer);
+    if (rc < 0) {
+        fprintf(stderr, "cch_ws_run_loops: %s\n", cch_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
