@@ -206,12 +206,22 @@ static inline void ready_remove(cch_receiver *r, mem_channel *ch) {
 
 static inline unsigned ring_class(uint32_t size) { return (unsigned)__builtin_ctz(size); }
 
+/* A pooled ring's first bytes hold the next pooled ring of its class. */
+static inline mem_entry *pool_next(const void *ring) {
+    mem_entry *next;
+    memcpy(&next, ring, sizeof(void *));
+    return next;
+}
+static inline void pool_set_next(void *ring, mem_entry *next) {
+    memcpy(ring, &next, sizeof(void *));
+}
+
 /* A ring of `size` entries for a bound channel: from the pool when it has one. */
 static mem_entry *ring_take(mem_layer *l, uint32_t size) {
     unsigned k = ring_class(size);
     mem_entry *r;
     if (k < RING_POOL_CLASSES && (r = l->pool[k]) != NULL) {
-        memcpy(&l->pool[k], r, sizeof(mem_entry *));
+        l->pool[k] = pool_next(r);
         l->pool_n[k]--;
     } else if (!(r = cch__malloc(sizeof *r * size))) {
         return NULL;
@@ -232,7 +242,7 @@ static void ring_give(mem_layer *l, mem_entry *r, uint32_t size, bool keep) {
         cch__free(r);
         return;
     }
-    memcpy(r, &l->pool[k], sizeof(mem_entry *));
+    pool_set_next(r, l->pool[k]);
     l->pool[k] = r;
     l->pool_n[k]++;
 }
@@ -259,7 +269,7 @@ static void pool_trim(mem_layer *l, uint64_t now, bool turn_end) {
         uint32_t keep = l->pool_peak[k] - l->pool_used[k];
         while (l->pool_n[k] > keep) {
             mem_entry *r = l->pool[k];
-            memcpy(&l->pool[k], r, sizeof(mem_entry *));
+            l->pool[k] = pool_next(r);
             l->pool_n[k]--;
             cch__free(r);
         }
@@ -271,7 +281,7 @@ static void pool_free(mem_layer *l) {
     for (unsigned k = 0; k < RING_POOL_CLASSES; k++) {
         while (l->pool[k]) {
             mem_entry *r = l->pool[k];
-            memcpy(&l->pool[k], r, sizeof(mem_entry *));
+            l->pool[k] = pool_next(r);
             cch__free(r);
         }
     }
