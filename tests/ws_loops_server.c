@@ -4,7 +4,8 @@
  * stdout once listening and exits 0 after SIGTERM or SIGINT. Options: --loops N
  * (default 2), --host, --port, --max-conns, --close-timeout, --capacity (the
  * memory layer's, default 10000), --log-level (0..3; the log goes to stderr, each
- * adapter line naming its loop). One route, on every loop's app:
+ * adapter line naming its loop), --nofile N (sets the descriptor limit to N; by
+ * default the soft limit is raised to the hard one). One route, on every loop's app:
  *   /ws/room/{room}/   joins group "room_<room>" and sends
  *                      {"loop": <its loop>, "channel": "<its channel>"} on connect;
  *                      a text message "to <channel> <json>" goes to that channel
@@ -110,6 +111,7 @@ int main(int argc, char **argv)
     cch_ws_options o = {.host = "127.0.0.1", .port = CCH_WS_ANY_PORT, .ready = on_ready,
                         .loops = 2};
     cch_memory_layer_options lo = {.capacity = 10000};
+    long nofile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -123,6 +125,7 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--max-conns") == 0) o.max_connections = strtoull(v, NULL, 10);
         else if (strcmp(a, "--close-timeout") == 0) o.close_timeout_ms = (uint32_t)strtoul(v, NULL, 10);
         else if (strcmp(a, "--capacity") == 0) lo.capacity = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--nofile") == 0) nofile = strtol(v, NULL, 10);
         else if (strcmp(a, "--log-level") == 0) { o.log = log_line; o.log_level = (int)strtol(v, NULL, 10); }
         else {
             fprintf(stderr, "unknown option %s\n", a);
@@ -130,9 +133,10 @@ int main(int argc, char **argv)
         }
     }
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (nofile > 0 || rl.rlim_cur < rl.rlim_max)) {
+        rl.rlim_cur = nofile > 0 && (rlim_t)nofile < rl.rlim_max ? (rlim_t)nofile : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            perror("setrlimit");
     }
     cch_layer *layer = cch_memory_layer_new(&lo);
     if (!layer) {

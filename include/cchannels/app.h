@@ -48,7 +48,10 @@ void cch_app_set_log(cch_app *app, cch_log_fn fn, void *ud);
 
 /* Sets the wakeup callback: called (from any thread) when layer messages for this
  * app's connections are pending; the host then calls cch_app_dispatch on the app's
- * thread. Set it before opening connections. */
+ * thread. Set it before opening connections; NULL clears it. Once this returns, the
+ * previous callback is neither running nor called again, so the host may free what
+ * its `ud` pointed to. The callback runs under an internal lock: it must only
+ * schedule work and never call cch_app_set_wakeup. */
 void cch_app_set_wakeup(cch_app *app, cch_wakeup_fn fn, void *ud);
 
 /* Adds a route: connections whose path matches `pattern` get consumer `cls`

@@ -43,8 +43,10 @@ void cch__app_log(cch_app *app, int level, const char *fmt, ...) {
 
 static void app_wakeup(void *ud) {
     cch_app *app = ud;
-    cch_wakeup_fn fn = __atomic_load_n(&app->wakeup, __ATOMIC_ACQUIRE);
-    if (fn) fn(app->wakeup_ud);
+    /* The callback only schedules work (cch_wakeup_fn), so it may run under the lock. */
+    pthread_mutex_lock(&app->wakeup_lock);
+    if (app->wakeup) app->wakeup(app->wakeup_ud);
+    pthread_mutex_unlock(&app->wakeup_lock);
 }
 
 cch_app *cch_app_new(cch_layer *layer) {
@@ -56,8 +58,10 @@ cch_app *cch_app_new(cch_layer *layer) {
     }
     app->layer = layer;
     app->routes_tail = &app->routes;
+    pthread_mutex_init(&app->wakeup_lock, NULL);
     app->receiver = cch_layer_receiver_new(layer, app_wakeup, app);
     if (!app->receiver) {
+        pthread_mutex_destroy(&app->wakeup_lock);
         cch__free(app);
         cch_layer_unref(layer);
         return NULL;
@@ -89,6 +93,7 @@ int cch_app_free(cch_app *app) {
     cch__free(app->mws);
     cch_layer_receiver_free(app->layer, app->receiver);
     cch_layer_unref(app->layer);
+    pthread_mutex_destroy(&app->wakeup_lock);
     cch__free(app);
     return 0;
 }
@@ -103,8 +108,10 @@ void cch_app_set_log(cch_app *app, cch_log_fn fn, void *ud) {
 
 void cch_app_set_wakeup(cch_app *app, cch_wakeup_fn fn, void *ud) {
     if (!app) return;
+    pthread_mutex_lock(&app->wakeup_lock);
+    app->wakeup = fn;
     app->wakeup_ud = ud;
-    __atomic_store_n(&app->wakeup, fn, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&app->wakeup_lock);
 }
 
 void cch_app_stats_get(cch_app *app, cch_app_stats *out) {

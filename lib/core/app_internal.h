@@ -3,6 +3,7 @@
 #ifndef CCH_INTERNAL_APP_H
 #define CCH_INTERNAL_APP_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,6 +57,10 @@ struct cch_app {
     cch_receiver *receiver;
     cch_log_fn log;
     void *log_ud;
+    /* The host's wakeup and its argument, read by layer threads: both change and are
+     * called under wakeup_lock, so that once cch_app_set_wakeup returns no thread
+     * still calls the old pair (a host clears it before freeing what ud points to). */
+    pthread_mutex_t wakeup_lock;
     cch_wakeup_fn wakeup;
     void *wakeup_ud;
     cch__route_entry *routes;

@@ -217,22 +217,20 @@ static int on_headers_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static llhttp_settings_t parser_settings;
-static bool parser_settings_ready;
+/* Constant (llhttp_settings_init only zeroes): shared by the loops of several
+ * threads, so never initialised lazily. */
+static const llhttp_settings_t parser_settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_url_complete = on_span_complete,
+    .on_header_field_complete = on_span_complete,
+    .on_header_value_complete = on_span_complete,
+    .on_headers_complete = on_headers_complete,
+};
 
 static const llhttp_settings_t *settings(void)
 {
-    if (!parser_settings_ready) {
-        llhttp_settings_init(&parser_settings);
-        parser_settings.on_url = on_url;
-        parser_settings.on_header_field = on_header_field;
-        parser_settings.on_header_value = on_header_value;
-        parser_settings.on_url_complete = on_span_complete;
-        parser_settings.on_header_field_complete = on_span_complete;
-        parser_settings.on_header_value_complete = on_span_complete;
-        parser_settings.on_headers_complete = on_headers_complete;
-        parser_settings_ready = true;
-    }
     return &parser_settings;
 }
 

@@ -5,22 +5,9 @@
  * apps share one layer, so a group_send on any loop reaches members on every loop:
  * the layer wakes the receiving app, whose loop dispatches.
  *
- * Accepting: one listening socket, watched by a uv_poll on loop 0, which accepts
- * (accept4) and hands each socket to the loop with the fewest connections (ties go
- * round-robin): to its own server directly, to another loop through that loop's
- * inbox (a queue under the loop's mutex, and a uv_async). Each loop publishes its
- * count of connections (an atomic, written by its server after every accept and
- * close); the sockets queued for it count too. Loop 0 answers 503 (the target loop
- * does) once all loops together hold max_connections.
- *
- *   Why hand-off and not SO_REUSEPORT: Debian 12's libuv (1.44) has no
- *   UV_TCP_REUSEPORT, which would be easy to work around, but SO_REUSEPORT also lets
- *   a second process of the same user bind the same port and silently take half of
- *   the connections, spreads clients by a hash of their addresses (unevenly for a
- *   few clients, never by load), and resets what waits in a closing listener's
- *   backlog. One socket keeps EADDRINUSE, CCH_WS_ANY_PORT and the backlog as they
- *   are for one loop, and balances by load. The cost is one lock and one wakeup per
- *   new connection, nothing per message.
+ * Accepting (accept.c): one listening socket on loop 0, which hands each new
+ * connection to the loop with the fewest; the sockets travel through the target
+ * loop's inbox (a queue under its mutex, and a uv_async), handled here.
  *
  * Wakeups cross threads: a group_send on loop 1 wakes loop 0's app. The app's wakeup
  * is set once, to loop_wakeup(loop), and never changed; it wakes the loop's server
@@ -36,93 +23,17 @@
  * loop 0 closes its own handles; the calling thread joins the threads, closes the
  * loops and frees the apps. */
 #include "alloc.h"
-#include "ws_internal.h"
+#include "loops_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-/* A socket on its way to a loop. */
-typedef struct ws_handoff {
-    int fd;
-    bool busy;              /* answer 503: the loops are full */
-} ws_handoff;
+/* ---- helpers shared with accept.c ------------------------------------------------ */
 
-typedef struct ws_group ws_group;
-
-typedef struct ws_loop {
-    ws_group *g;
-    int index;
-    uv_loop_t loop;
-    bool loop_ready;        /* uv_loop_init done */
-    cch_app *app;
-    ws_server *srv;         /* this loop's thread only; NULL once gone */
-    pthread_t thread;
-    bool thread_started;
-
-    uv_async_t inbox;       /* sockets handed over, stop requests */
-    bool inbox_ready;       /* initialised */
-    bool inbox_closed;      /* this loop's thread only */
-    int stop_done;          /* this loop's thread only: stop level acted on */
-
-    /* shared, under mu */
-    pthread_mutex_t mu;
-    bool mu_ready;
-    ws_server *wake_target; /* the server whose async the app's wakeup signals */
-    bool inbox_open;
-    ws_handoff *q;          /* sockets queued for this loop */
-    size_t qn, qcap;
-    int stop_req;           /* stop level asked for: 1 graceful, 2 drop */
-
-    /* this loop's thread only: the batch being taken over */
-    ws_handoff *take;
-    size_t take_cap;
-
-    /* read by the acceptor */
-    atomic_size_t open;     /* the server's n_conns */
-    atomic_size_t queued;   /* sockets (not busy) queued and not yet taken */
-} ws_loop;
-
-struct ws_group {
-    int n;
-    ws_loop *loops;
-    cch_ws_options opts;    /* as given, with loops = 0 and no ready callback */
-    size_t max_conns;
-
-    /* loop 0: the acceptor */
-    int listen_fd;
-    uv_poll_t poll;
-    uv_timer_t retry;       /* resumes accepting after an error */
-    bool poll_ready, retry_ready, accepting;
-    int reserve_fd;         /* spent to accept-and-close when out of descriptors */
-    unsigned rr;            /* where the next tie-break starts */
-
-    /* loop 0: signals and the end */
-    uv_signal_t sigint, sigterm;
-    bool signals_ready;
-    int signals;
-    uv_async_t done;        /* a loop is gone */
-    bool done_ready;
-
-    /* shared, under mu */
-    pthread_mutex_t mu;
-    int n_gone;
-    bool done_open;
-};
-
-static void glog(ws_group *g, int level, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
-static void glog(ws_group *g, int level, const char *fmt, ...)
+void ws_group_log(ws_group *g, int level, const char *fmt, ...)
 {
     if (!g->opts.log || level > g->opts.log_level)
         return;
@@ -134,8 +45,13 @@ static void glog(ws_group *g, int level, const char *fmt, ...)
     g->opts.log(g->opts.log_ud, level, line);
 }
 
-/* ---- the hooks of an owned server (server.c) ----------------------------------- */
+void ws_close_if_open(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
 
+/* ---- the hooks of an owned server (server.c) ----------------------------------- */
 
 void ws_loop_attach(ws_loop *l, ws_server *s)
 {
@@ -168,8 +84,7 @@ static void loop_wakeup(void *ud)
 
 /* ---- the inbox ------------------------------------------------------------------ */
 
-/* Queues a socket for loop l (from loop 0). Closes it when l no longer takes any. */
-static void inbox_push(ws_loop *l, int fd, bool busy)
+void ws_loop_push(ws_loop *l, int fd, bool busy)
 {
     pthread_mutex_lock(&l->mu);
     if (!l->inbox_open)
@@ -179,7 +94,7 @@ static void inbox_push(ws_loop *l, int fd, bool busy)
         ws_handoff *q = cch__realloc(l->q, cap * sizeof *q);
         if (!q) {
             pthread_mutex_unlock(&l->mu);
-            glog(l->g, CCH_LOG_ERROR, "out of memory: dropping a new connection");
+            ws_group_log(l->g, CCH_LOG_ERROR, "out of memory: dropping a new connection");
             close(fd);
             return;
         }
@@ -279,14 +194,6 @@ static void server_gone(void *ud)
     pthread_mutex_unlock(&g->mu);
 }
 
-static void acceptor_close(ws_group *g);
-
-static void close_if_open(uv_handle_t *h)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* Loop 0: once every loop is gone, close the group's handles; uv_run returns. */
 static void done_cb(uv_async_t *a)
 {
@@ -298,161 +205,12 @@ static void done_cb(uv_async_t *a)
     pthread_mutex_unlock(&g->mu);
     if (!all)
         return;
-    acceptor_close(g);
+    ws_acceptor_close(g);
     if (g->signals_ready) {
-        close_if_open((uv_handle_t *)&g->sigint);
-        close_if_open((uv_handle_t *)&g->sigterm);
+        ws_close_if_open((uv_handle_t *)&g->sigint);
+        ws_close_if_open((uv_handle_t *)&g->sigterm);
     }
-    close_if_open((uv_handle_t *)&g->done);
-}
-
-/* ---- accepting (loop 0) ------------------------------------------------------------ */
-
-static void listen_fd_closed(uv_handle_t *h)
-{
-    ws_group *g = h->data;
-    if (g->listen_fd >= 0)
-        close(g->listen_fd);
-    g->listen_fd = -1;
-}
-
-/* Stops accepting for good: the poll, then the socket (in the poll's close callback,
- * as libuv wants), and the retry timer. */
-static void acceptor_close(ws_group *g)
-{
-    g->accepting = false;
-    if (g->retry_ready)
-        close_if_open((uv_handle_t *)&g->retry);
-    if (g->poll_ready) {
-        if (!uv_is_closing((uv_handle_t *)&g->poll))
-            uv_close((uv_handle_t *)&g->poll, listen_fd_closed);
-    } else if (g->listen_fd >= 0) {
-        close(g->listen_fd);
-        g->listen_fd = -1;
-    }
-    if (g->reserve_fd >= 0) {
-        close(g->reserve_fd);
-        g->reserve_fd = -1;
-    }
-}
-
-/* The loop with the fewest connections (open + queued), ties round-robin; *busy when
- * all loops together hold max_connections. */
-static ws_loop *pick_loop(ws_group *g, bool *busy)
-{
-    size_t best = SIZE_MAX, total = 0;
-    int pick = 0;
-    for (int i = 0; i < g->n; i++) {
-        int k = (int)((g->rr + (unsigned)i) % (unsigned)g->n);
-        ws_loop *l = &g->loops[k];
-        size_t load = atomic_load_explicit(&l->open, memory_order_relaxed) +
-                      atomic_load_explicit(&l->queued, memory_order_relaxed);
-        total += load;
-        if (load < best) {
-            best = load;
-            pick = k;
-        }
-    }
-    g->rr = (unsigned)(pick + 1) % (unsigned)g->n;
-    *busy = total >= g->max_conns;
-    return &g->loops[pick];
-}
-
-static void hand_off(ws_group *g, int fd)
-{
-    bool busy;
-    ws_loop *l = pick_loop(g, &busy);
-    if (l->index != 0) {
-        inbox_push(l, fd, busy);
-        return;
-    }
-    /* Loop 0 is this thread: straight to its server. */
-    if (!l->srv || l->stop_done > 0 || ws_server_take(l->srv, fd, busy) < 0)
-        close(fd);
-}
-
-static void retry_cb(uv_timer_t *t)
-{
-    ws_group *g = t->data;
-    if (g->accepting)
-        uv_poll_start(&g->poll, UV_READABLE, NULL);
-}
-
-static void on_acceptable(uv_poll_t *p, int status, int events);
-
-/* Out of descriptors: as libuv does, spend the reserve one to accept and close what
- * waits (the clients see the connection closed rather than hang), then take it back.
- * Without a reserve, pause for 100 ms. */
-static void accept_starved(ws_group *g, int err)
-{
-    glog(g, CCH_LOG_WARN, "loop 0: accept failed: %s", strerror(err));
-    if (g->reserve_fd >= 0) {
-        close(g->reserve_fd);
-        g->reserve_fd = -1;
-        for (;;) {
-            int fd = accept4(g->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd < 0 && errno == EINTR)
-                continue;
-            if (fd < 0)
-                break;
-            close(fd);
-        }
-        g->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (g->reserve_fd >= 0)
-            return;
-    }
-    uv_poll_stop(&g->poll);
-    uv_timer_start(&g->retry, retry_cb, 100, 0);
-}
-
-static void on_acceptable(uv_poll_t *p, int status, int events)
-{
-    (void)events;
-    ws_group *g = p->data;
-    if (!g->accepting)
-        return;
-    if (status < 0) {
-        glog(g, CCH_LOG_WARN, "loop 0: accept failed: %s", uv_strerror(status));
-        return;
-    }
-    /* A bounded batch per callback: the poll is level-triggered. */
-    for (int i = 0; i < 256; i++) {
-        int fd = accept4(g->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            hand_off(g, fd);
-            continue;
-        }
-        switch (errno) {
-        case EAGAIN:
-#if EAGAIN != EWOULDBLOCK
-        case EWOULDBLOCK:
-#endif
-            return;
-        case EINTR:
-        case ECONNABORTED:
-        case EPROTO:
-        case ENETDOWN:
-        case ENOPROTOOPT:
-        case EHOSTDOWN:
-        case ENONET:
-        case EHOSTUNREACH:
-        case EOPNOTSUPP:
-        case ENETUNREACH:
-        case EPERM:
-            continue; /* this client's trouble (accept(2): treat like EAGAIN's retry) */
-        case EMFILE:
-        case ENFILE:
-        case ENOBUFS:
-        case ENOMEM:
-            accept_starved(g, errno);
-            return;
-        default:
-            glog(g, CCH_LOG_ERROR, "loop 0: accept failed: %s", strerror(errno));
-            uv_poll_stop(&g->poll);
-            uv_timer_start(&g->retry, retry_cb, 100, 0);
-            return;
-        }
-    }
+    ws_close_if_open((uv_handle_t *)&g->done);
 }
 
 /* ---- signals (loop 0) ---------------------------------------------------------------- */
@@ -461,10 +219,10 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     ws_group *g = h->data;
     g->signals++;
-    glog(g, CCH_LOG_INFO, "%s received%s", signum == SIGINT ? "SIGINT" : "SIGTERM",
+    ws_group_log(g, CCH_LOG_INFO, "%s received%s", signum == SIGINT ? "SIGINT" : "SIGTERM",
          g->signals > 1 ? ": dropping the remaining connections" : "");
     if (g->signals == 1)
-        acceptor_close(g);
+        ws_acceptor_close(g);
     for (int i = 0; i < g->n; i++)
         inbox_stop(&g->loops[i], g->signals > 1 ? 2 : 1);
 }
@@ -481,7 +239,7 @@ static void *loop_main(void *arg)
 static void walk_close(uv_handle_t *h, void *arg)
 {
     (void)arg;
-    close_if_open(h);
+    ws_close_if_open(h);
 }
 
 /* Closes a loop whose handles are all closing or closed. */
@@ -567,13 +325,13 @@ static void abandon(ws_group *g)
         }
         inbox_close(l);
     }
-    acceptor_close(g);
+    ws_acceptor_close(g);
     if (g->signals_ready) {
-        close_if_open((uv_handle_t *)&g->sigint);
-        close_if_open((uv_handle_t *)&g->sigterm);
+        ws_close_if_open((uv_handle_t *)&g->sigint);
+        ws_close_if_open((uv_handle_t *)&g->sigterm);
     }
     if (g->done_ready)
-        close_if_open((uv_handle_t *)&g->done);
+        ws_close_if_open((uv_handle_t *)&g->done);
 }
 
 /* The number of loops opts asks for, or CCH_EINVAL. */
@@ -636,20 +394,10 @@ static int group_start(ws_group *g)
     g->signals_ready = true;
     uv_signal_start(&g->sigint, on_signal, SIGINT);
     uv_signal_start(&g->sigterm, on_signal, SIGTERM);
-    uv_timer_init(loop0, &g->retry);
-    g->retry.data = g;
-    g->retry_ready = true;
-    if (uv_poll_init_socket(loop0, &g->poll, g->listen_fd) != 0) {
-        glog(g, CCH_LOG_ERROR, "cannot watch the listening socket");
-        return CCH_EIO;
-    }
-    g->poll.data = g;
-    g->poll_ready = true;
-    g->accepting = true;
-    g->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    uv_poll_start(&g->poll, UV_READABLE, on_acceptable);
+    if ((rc = ws_acceptor_start(g)) < 0)
+        return rc;
     const char *h = g->opts.host;
-    glog(g, CCH_LOG_INFO, "listening on %s%s%s:%d with %d loops", strchr(h, ':') ? "[" : "", h,
+    ws_group_log(g, CCH_LOG_INFO, "listening on %s%s%s:%d with %d loops", strchr(h, ':') ? "[" : "", h,
          strchr(h, ':') ? "]" : "", port, g->n);
     return 0;
 }
@@ -711,7 +459,7 @@ int cch_ws_run_loops(const cch_ws_options *opts, cch_layer *layer, cch_ws_setup_
         ws_loop *l = &g->loops[k];
         int err = pthread_create(&l->thread, NULL, loop_main, l);
         if (err != 0) {
-            glog(g, CCH_LOG_ERROR, "cannot start the thread of loop %d: %s", k, strerror(err));
+            ws_group_log(g, CCH_LOG_ERROR, "cannot start the thread of loop %d: %s", k, strerror(err));
             rc = CCH_EIO;
             break;
         }
@@ -721,7 +469,7 @@ int cch_ws_run_loops(const cch_ws_options *opts, cch_layer *layer, cch_ws_setup_
         /* Nothing was accepted yet (loop 0 has not run): stop every loop; the loops
          * without a thread run to their end here, before loop 0. */
         g->signals = 1;
-        acceptor_close(g);
+        ws_acceptor_close(g);
         for (int k = 0; k < n; k++)
             inbox_stop(&g->loops[k], 1);
         for (int k = 1; k < n; k++)

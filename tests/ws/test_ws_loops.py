@@ -7,7 +7,8 @@ loop with the fewest connections, ties round-robin: clients that connect one aft
 the other alternate between the loops. Checked: the spread; that a group_send (and a
 channel send) from a client on any loop reaches the members on every loop, in each
 sender's order; that a loop left with fewer connections gets the next ones; that
-max_connections counts all loops together (503 beyond); and the shutdown: SIGTERM
+max_connections counts all loops together (503 beyond); that running out of file
+descriptors refuses clients without harm and passes; and the shutdown: SIGTERM
 closes every client on every loop with 1001 and the server exits 0, a second signal
 drops clients that do not answer.
 
@@ -20,6 +21,7 @@ completed before it has been counted.
 import json
 import signal
 import socket
+import warnings
 
 import wsclient
 from wsclient import OP_CLOSE, OP_TEXT, WS, Server
@@ -155,6 +157,37 @@ class Limits(wsclient.unittest.TestCase):
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn("Address already in use", err)
         self.assertIsNone(wsclient.server_wrap.report(err), err)
+
+
+class Descriptors(wsclient.unittest.TestCase):
+    def test_out_of_descriptors_then_recovers(self):
+        # loop 0 accepts for both loops: at the descriptor limit it accepts and closes
+        # what waits (as libuv does for one loop), and serves again once clients leave
+        server = Server("--loops", 2, "--nofile", 48, "--log-level", 1)
+        # (a refused client's socket is left to the garbage collector)
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            clients, refused = [], 0
+            for _ in range(60):
+                try:
+                    clients += join(server.port, "fd", 1)
+                except (EOFError, ConnectionResetError, BrokenPipeError):
+                    refused += 1
+            self.assertGreater(refused, 0)
+            self.assertGreater(len(clients), 10)
+            self.assertEqual({loop for _, loop, _ in clients}, {0, 1})
+            for ws, _, _ in clients[-6:]:
+                ws.close()
+            clients = clients[:-6]
+            barrier(clients, "freed")
+            clients += join(server.port, "fd", 2)
+            barrier(clients, "again")
+            for ws, _, _ in clients:
+                ws.close()
+        finally:
+            code, err = server.stop()
+        self.assertEqual(code, 0, err[-3000:])
+        self.assertIn("loop 0: accept failed: Too many open files", err)
 
 
 class Shutdown(wsclient.unittest.TestCase):
