@@ -76,6 +76,19 @@ static ptr utf8_seq(ptr p, ptr end, int cls) {
     return p + n;
 }
 
+int cch__utf8_valid(const void *data, size_t len) {
+    ptr p = data, end = p + len;
+    while (p < end) {
+        if (*p < 0x80) { /* ASCII, control characters included (not a JSON string) */
+            p++;
+            continue;
+        }
+        p = utf8_seq(p, end, str_class[*p]);
+        if (!p) return 0;
+    }
+    return 1;
+}
+
 /* Four hex digits at p (bounds already checked) -> value, or -1. */
 static long hex4(ptr p) {
     long v = 0;

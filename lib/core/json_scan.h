@@ -30,6 +30,11 @@
  * (space, tab, CR, LF), following the rules above; otherwise CCH_EBODY. */
 int cch__json_check_object(const char *s, size_t len);
 
+/* Whether `len` bytes are valid UTF-8 (no overlongs, surrogates or code points above
+ * U+10FFFF; any ASCII byte, NUL and control characters included): 1 or 0. Also
+ * used by the WebSocket adapter for close reasons. */
+int cch__utf8_valid(const void *data, size_t len);
+
 /* Looks up top-level field `name` (name_len bytes, compared with the key after its
  * escapes are decoded, so "te\u0078t" matches "text") in the object s[0..len).
  * Sets *val / *val_len to the raw text of the value (no surrounding whitespace),

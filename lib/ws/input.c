@@ -22,6 +22,7 @@
  * wslay's buffer. A clean context is kept as the server's spare and reused, so the
  * common case (whole messages per read) allocates nothing. */
 #include "alloc.h"
+#include "json_scan.h"
 #include "ws_internal.h"
 
 #include <string.h>
@@ -36,6 +37,10 @@ struct ws_input {
     bool frame_open;             /* a frame started and has not ended */
     bool msg_open;               /* a fragmented data message is unfinished */
     bool data_frame;             /* the current frame is text, binary or continuation */
+    bool close_frame;            /* the current frame is a close frame */
+    uint8_t close_len;           /* bytes of its payload so far (at most 125) */
+    uint8_t close_payload[125];  /* code + reason: wslay, unbuffered, would echo an
+                                    invalid reason back; we check it is UTF-8 */
     uint16_t fail_code;          /* a protocol error we found ourselves */
     uint8_t *msg;                /* the data message being assembled */
     size_t msg_len, msg_cap;
@@ -113,6 +118,8 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
         in->msg_open = false;
     in->data_frame = arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
                      arg->opcode == WSLAY_CONTINUATION_FRAME;
+    in->close_frame = arg->opcode == WSLAY_CONNECTION_CLOSE;
+    in->close_len = 0;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
         in->msg_len = 0;
     if (in->data_frame && pl > s->opts.max_message_bytes - in->msg_len && !in->fail_code) {
@@ -128,6 +135,14 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
 {
     ws_server *s = ud;
     ws_input *in = s->cur->in;
+    if (in->close_frame) { /* wslay refuses control frames over 125 bytes */
+        size_t n = arg->data_length;
+        if (n > sizeof in->close_payload - in->close_len)
+            n = sizeof in->close_payload - in->close_len;
+        memcpy(in->close_payload + in->close_len, arg->data, n);
+        in->close_len = (uint8_t)(in->close_len + n);
+        return;
+    }
     if (!in->data_frame || in->fail_code || arg->data_length == 0)
         return;
     size_t need = in->msg_len + arg->data_length; /* <= max_message_bytes: checked */
@@ -152,11 +167,17 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
 
 static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
 {
-    (void)ctx;
     ws_server *s = ud;
     ws_input *in = s->cur->in;
     in->frame_open = false;
     in->consumed += in->frame_total;
+    /* A close reason must be UTF-8 (RFC 6455 7.1.6): 1007, and wslay's echo of it
+     * is never sent (its queue is not flushed once fail_code is set). */
+    if (in->close_frame && in->close_len > 2 && !in->fail_code &&
+        !cch__utf8_valid(in->close_payload + 2, in->close_len - 2u)) {
+        in->fail_code = 1007;
+        wslay_event_shutdown_read(ctx);
+    }
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
