@@ -340,6 +340,63 @@ static void test_message_reaches_everyone(void **state)
     cch_communicator_free(carol);
 }
 
+/* {"message": "\n" x escapes, then plain 'x's} into buf. */
+static const char *escaped_message(char *buf, int escapes, int plain)
+{
+    int n = sprintf(buf, "{\"message\":\"");
+    for (int i = 0; i < escapes; i++)
+        buf[n++] = '\\', buf[n++] = 'n';
+    memset(buf + n, 'x', (size_t)plain);
+    strcpy(buf + n + plain, "\"}");
+    return buf;
+}
+
+/* The chat reads plain messages without jansson (a fast path) and everything else
+ * with it: both must agree on every form a client can send. */
+static void test_message_forms_agree_with_the_full_parser(void **state)
+{
+    fixture *f = *state;
+    cch_communicator *alice = join(f, "lobby", "alice");
+    cch_communicator *bob = join(f, "lobby", "bob");
+    json_decref(next_json(alice));                       /* bob joined */
+
+    /* Duplicate keys: the last one counts, as with jansson. */
+    send_text(alice, "{\"message\":\"first\",\"message\":\"last\"}");
+    const char *want = "{\"message\":\"last\",\"user\":\"alice\"}";
+    expect_json(alice, want);
+    expect_json(bob, want);
+    /* Whitespace, escapes and non-ASCII text pass through as JSON-equal strings. */
+    send_text(alice, " {\n\"message\" : \"tab\\there \\ud83d\\ude00 \xc3\xa9\" } ");
+    want = "{\"message\":\"tab\\there \\ud83d\\ude00 \\u00e9\",\"user\":\"alice\"}";
+    expect_json(alice, want);
+    expect_json(bob, want);
+    /* A command wins over a message in the same object. */
+    send_text(alice, "{\"message\":\"x\",\"command\":\"explode\"}");
+    expect_error(alice, "unknown command");
+    expect_nothing(bob);
+    /* "users" that is not null makes it a direct message (or an error). */
+    send_text(alice, "{\"message\":\"x\",\"users\":\"bob\"}");
+    expect_error(alice, "users");
+    expect_nothing(bob);
+
+    /* CHAT_MESSAGE_MAX decoded bytes whose literal is longer (escapes) is not too long;
+     * one more byte is. */
+    char *big = malloc(CHAT_MESSAGE_MAX * 2 + 32);
+    assert_non_null(big);
+    send_text(alice, escaped_message(big, 8, CHAT_MESSAGE_MAX - 8));
+    json_t *got = next_json(bob);
+    assert_int_equal(json_string_length(json_object_get(got, "message")), CHAT_MESSAGE_MAX);
+    assert_string_equal(json_string_value(json_object_get(got, "user")), "alice");
+    json_decref(got);
+    json_decref(next_json(alice));
+    send_text(alice, escaped_message(big, 8, CHAT_MESSAGE_MAX - 7));
+    expect_error(alice, "too long");
+    expect_nothing(bob);
+    free(big);
+    cch_communicator_free(alice);
+    cch_communicator_free(bob);
+}
+
 static void test_direct_message_reaches_only_its_users(void **state)
 {
     fixture *f = *state;
@@ -435,10 +492,7 @@ static void test_invalid_input_gets_an_error_reply(void **state)
 
     char *big = malloc(CHAT_MESSAGE_MAX + 32);
     assert_non_null(big);
-    int n = snprintf(big, 16, "{\"message\":\"");
-    memset(big + n, 'x', CHAT_MESSAGE_MAX + 1);
-    strcpy(big + n + CHAT_MESSAGE_MAX + 1, "\"}");
-    send_text(alice, big);
+    send_text(alice, escaped_message(big, 0, CHAT_MESSAGE_MAX + 1));
     expect_error(alice, "too long");
     free(big);
 
@@ -640,6 +694,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_names_are_closed_with_a_reason, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_message_reaches_everyone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_message_forms_agree_with_the_full_parser, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_direct_message_reaches_only_its_users, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_recipient_lists_are_refused, setup, teardown),

@@ -326,6 +326,31 @@ static void test_field_raw(void **state) {
     cch_msg_unref(m);
 }
 
+/* cch_json_field_raw: the same lookup on a text that is not a message yet. */
+static void test_json_field_raw(void **state) {
+    (void)state;
+    const char *text = " {\"message\": \"hi\", \"n\":1, \"n\":[2] }\n";
+    size_t tlen = strlen(text);
+    const char *v;
+    size_t len;
+    assert_int_equal(cch_json_field_raw(text, tlen, "message", &v, &len), 0);
+    assert_int_equal(len, 4);
+    assert_ptr_equal(v, strstr(text, "\"hi\""));
+    assert_int_equal(cch_json_field_raw(text, tlen, "n", &v, &len), 0); /* the last one */
+    assert_int_equal(len, 3);
+    assert_memory_equal(v, "[2]", 3);
+    assert_int_equal(cch_json_field_raw(text, tlen, "missing", &v, &len), CCH_ENOTFOUND);
+    /* Only part of the text, not NUL-terminated: the object is cut, so invalid. */
+    assert_int_equal(cch_json_field_raw(text, 10, "message", &v, &len), CCH_EBODY);
+    const char *bad[] = {"", "[]", "\"s\"", "{\"a\":1} x", "{\"a\":01}", "{\"a\":\"\xff\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(cch_json_field_raw(bad[i], strlen(bad[i]), "a", &v, &len), CCH_EBODY);
+    assert_int_equal(cch_json_field_raw(NULL, 0, "a", &v, &len), CCH_EINVAL);
+    assert_int_equal(cch_json_field_raw(text, tlen, NULL, &v, &len), CCH_EINVAL);
+    assert_int_equal(cch_json_field_raw(text, tlen, "n", NULL, &len), CCH_EINVAL);
+    assert_int_equal(cch_json_field_raw(text, tlen, "n", &v, NULL), CCH_EINVAL);
+}
+
 static void test_field_string(void **state) {
     (void)state;
     cch_msg *m = body_msg("{\"text\":\"h\\u00e9llo \\\"w\\\"\",\"n\":1,\"e\":\"\",\"te\\u0078t2\":\"x\","
@@ -507,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_refcount_threads),
         cmocka_unit_test(test_type_is),
         cmocka_unit_test(test_field_raw),
+        cmocka_unit_test(test_json_field_raw),
         cmocka_unit_test(test_field_string),
         cmocka_unit_test(test_field_int),
         cmocka_unit_test(test_attach),

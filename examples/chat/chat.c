@@ -121,20 +121,28 @@ static bool names(const json_t *v, const char *name)
 }
 
 /* Sends `body` (consumed) as a message of `type` to room r's group. */
-static void group_send(cch_conn *c, const chat_room *r, const char *type, json_t *body,
-                       bool others)
+/* Sends m (made with status rc: 0, or why it could not be made) to room r's group,
+ * or to the others in it, logs a failure, and releases m. */
+static void room_send(cch_conn *c, const chat_room *r, int rc, cch_msg *m, bool others)
 {
     char group[CCH_NAME_BUF];
     group_name(chat_room_name(r), group);
-    cch_msg *m = NULL;
-    int rc = body ? cch_msg_from_json(&m, type, body) : CCH_ENOMEM;
-    json_decref(body);
     if (rc == 0) {
         rc = others ? cch_group_send_others(c, group, m) : cch_group_send(c, group, m);
         cch_msg_unref(m);
     }
     if (rc < 0)
         chat_log(c, CCH_LOG_WARN, "chat group_send to %s failed: %s", group, cch_strerror(rc));
+}
+
+/* room_send of a JSON body (which it takes: NULL means out of memory). */
+static void group_send(cch_conn *c, const chat_room *r, const char *type, json_t *body,
+                       bool others)
+{
+    cch_msg *m = NULL;
+    int rc = body ? cch_msg_from_json(&m, type, body) : CCH_ENOMEM;
+    json_decref(body);
+    room_send(c, r, rc, m, others);
 }
 
 static void reply_error(cch_conn *c, const char *error)
@@ -282,6 +290,39 @@ static void on_command(cch_conn *c, json_t *cmd)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The common case, {"message": "..."} and nothing else that matters, without a JSON
+ * library: the message's raw string literal is copied into the group message as it
+ * came (the user name needs no escaping: chat_valid_name), so a room message costs a
+ * scan of the text instead of a parse, a pack and a dump. Returns false when the text
+ * needs the full path below (a command, a direct message, an error to report). */
+static bool send_plain_message(cch_conn *c, const char *data, size_t len)
+{
+    chat_conn *st = cch_state(c);
+    const char *text, *other;
+    size_t text_len, other_len;
+    /* the raw literal is at least as long as the decoded bytes: short enough stays so */
+    if (cch_json_field_raw(data, len, "message", &text, &text_len) != 0 || text[0] != '"' ||
+        text_len - 2 > CHAT_MESSAGE_MAX ||
+        cch_json_field_raw(data, len, "command", &other, &other_len) != CCH_ENOTFOUND)
+        return false;
+    int rc = cch_json_field_raw(data, len, "users", &other, &other_len);
+    if (rc != CCH_ENOTFOUND && !(rc == 0 && other_len == 4 && !memcmp(other, "null", 4)))
+        return false;
+    static const char head[] = "{\"message\":", mid[] = ",\"user\":\"", tail[] = "\"}";
+    size_t name_len = strlen(st->member.name);
+    char buf[sizeof head + CHAT_MESSAGE_MAX + 2 + sizeof mid + CHAT_NAME_MAX + sizeof tail];
+    size_t n = 0;
+    memcpy(buf + n, head, sizeof head - 1), n += sizeof head - 1;
+    memcpy(buf + n, text, text_len), n += text_len;
+    memcpy(buf + n, mid, sizeof mid - 1), n += sizeof mid - 1;
+    memcpy(buf + n, st->member.name, name_len), n += name_len;
+    memcpy(buf + n, tail, sizeof tail - 1), n += sizeof tail - 1;
+    cch_msg *m = NULL;
+    int made = cch_msg_create(&m, "chat_message", buf, n);
+    room_send(c, st->member.room, made, m, false);
+    return true;
+}
+
 static void chat_receive(cch_conn *c, const char *data, size_t len, bool binary)
 {
     chat_conn *st = cch_state(c);
@@ -291,6 +332,8 @@ static void chat_receive(cch_conn *c, const char *data, size_t len, bool binary)
         reply_error(c, "binary messages are not supported");
         return;
     }
+    if (send_plain_message(c, data, len))
+        return;
     json_t *in = cch_json_parse(data, len);
     if (!json_is_object(in))
         reply_error(c, "invalid JSON: expected an object");

@@ -83,6 +83,16 @@ int cch_msg_field_raw(const cch_msg *m, const char *name, const char **val, size
 int cch_msg_field_string(const cch_msg *m, const char *name, char *buf, size_t cap);
 int cch_msg_field_int(const cch_msg *m, const char *name, int64_t *out);
 
+/* The same lookup on any JSON text, e.g. what a browser sent (consumer.h's receive),
+ * so that a consumer can read a field of it without a JSON library: checks that
+ * json[0..len) is exactly one JSON object (the rules of a message body, whitespace
+ * around it allowed) and sets *val / *val_len to the raw text of field `name`'s value,
+ * pointing into `json`. Duplicate keys: the last one counts, as in jansson and Python.
+ * Returns 0, CCH_ENOTFOUND, CCH_EBODY (not a valid object: nothing set) or CCH_EINVAL
+ * (a NULL argument). Scans the whole text on every call. */
+int cch_json_field_raw(const char *json, size_t len, const char *name, const char **val,
+                       size_t *val_len);
+
 /* Attachments: cached data derived from a message, keyed by the address of
  * something the attaching module owns (a static variable, say).
  *

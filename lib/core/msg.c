@@ -169,6 +169,12 @@ int cch_msg_field_raw(const cch_msg *m, const char *name, const char **val, size
     return rc == CCH_EBODY ? CCH_ENOTFOUND : rc; /* bodies are valid; keep the contract */
 }
 
+int cch_json_field_raw(const char *json, size_t len, const char *name, const char **val,
+                       size_t *val_len) {
+    if (!json || !name || !val || !val_len) return CCH_EINVAL;
+    return cch__json_find_field(json, len, name, strlen(name), val, val_len);
+}
+
 int cch_msg_field_string(const cch_msg *m, const char *name, char *buf, size_t cap) {
     if (!m || !name || (!buf && cap)) return CCH_EINVAL;
     const char *v;
