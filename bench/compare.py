@@ -19,13 +19,24 @@ per idle connection (a fresh server, N silent clients: (RSS with them - before) 
 Every loadgen run is bounded in time: a cell that does not finish (e.g. Django with
 1 000 clients still joining) is reported "n/a".
 
+Latency at half the peak: for the largest room, each server is run again with every
+sender keeping to a rate (loadgen --rate) that offers half the deliveries/s it reached
+in its own closed-loop cell; p50 and p99 of that run are what "p99 at half the peak
+load" means in issue 5.
+
+Pinning (default when the machine has 2 or more CPUs; --no-pin to turn it off): every
+server process and thread (redis-server included) runs on CPUs 0..N-2 and loadgen on
+CPU N-1, so that the load generator never competes with the server it measures and
+every server gets the same share of the machine.
+
 Prints a Markdown table, writes the results as JSON (--json, default
 compare-results.json in --out) and gnuplot PNGs of deliveries/s and p99 against room
 size (--out, default /tmp/cchannels-compare; needs gnuplot, Debian gnuplot-nox).
 
 Usage: /usr/bin/python3 bench/compare.py [--build DIR] [--quick] [--servers a,b,...]
            [--clients 10,100,1000] [--senders 1,4] [--duration S] [--warmup S]
-           [--out DIR] [--json FILE] [--no-plot] [--plot-only FILE]
+           [--no-pin] [--no-half] [--out DIR] [--json FILE] [--no-plot]
+           [--plot-only FILE]
 --quick: 1 s per cell, 10 and 100 clients. --build: a build directory with the ws
 adapter and the Redis layer (configured as a release build here if missing).
 """
@@ -74,6 +85,21 @@ def build(builddir):
     return {k: os.path.join(builddir, *v) for k, v in {
         "chat": ("examples", "cchannels-chat"), "loadgen": ("bench", "loadgen"),
         "epoll": ("bench", "epoll_room")}.items()}
+
+
+def cpu_sets(pin):
+    """(server CPUs, loadgen CPUs) as taskset lists, or (None, None) unpinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2 or not shutil.which("taskset"):
+        return None, None
+    return ",".join(map(str, cpus[:-1])), str(cpus[-1])
+
+
+def pin_all_threads(pids, cpus):
+    """Moves every thread of these processes onto `cpus` (taskset -a)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-cp", cpus, str(pid)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
 
 
 class Proc:
@@ -151,14 +177,18 @@ class Setup:
             self.redis.close()
 
 
-def loadgen(exe, setup, clients, senders, inflight, warmup, duration, timeout):
+def loadgen(exe, setup, clients, senders, inflight, warmup, duration, timeout, rate=0.0,
+            cpus=None):
     ports = [p.port for p in setup.procs]
-    cmd = [exe["loadgen"], "--url", "ws://127.0.0.1:%d/ws/chat/bench/" % ports[0],
+    cmd = (["taskset", "-c", cpus] if cpus else []) + [
+           exe["loadgen"], "--url", "ws://127.0.0.1:%d/ws/chat/bench/" % ports[0],
            "--ports", ",".join(map(str, ports)),
            "--server-pid", ",".join(map(str, setup.pids())), "--json",
            "--clients", str(clients), "--senders", str(senders), "--inflight", str(inflight),
            "--warmup", str(warmup), "--duration", str(duration),
            "--connect-timeout", str(max(5, timeout / 2)), "--stall", "2"]
+    if rate > 0:
+        cmd += ["--rate", "%.3f" % rate]
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -220,8 +250,8 @@ def plot(res, outdir):
     if not gp:
         log("compare: gnuplot not found (apt-get install gnuplot-nox): no plots")
         return []
-    series = []
-    for kind in res["servers"]:
+    series = []  # (data file, title, colour index, senders)
+    for ki, kind in enumerate(res["servers"]):
         for s in sorted({c["senders"] for c in res["cells"]}):
             pts = [c for c in res["cells"] if c["server"] == kind and c["senders"] == s and
                    c["deliveries_per_s"]]
@@ -231,24 +261,79 @@ def plot(res, outdir):
             with open(path, "w") as f:
                 for c in sorted(pts, key=lambda c: c["clients"]):
                     f.write("%d %g %g\n" % (c["clients"], c["deliveries_per_s"], c["p99_us"]))
-            series.append((path, "%s, %d sender%s" % (LABELS[kind], s, "" if s == 1 else "s")))
+            series.append((path, "%s, %d sender%s" % (LABELS[kind], s, "" if s == 1 else "s"),
+                           ki, s))
     if not series:
         return []
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#000000", "#ff7f0e"]
     pngs = []
     for name, col, ylabel in (("deliveries.png", 2, "deliveries per second"),
                               ("p99.png", 3, "p99 latency (µs)")):
         png = os.path.join(outdir, name)
-        lines = ['set terminal pngcairo size 900,700' if _has_cairo(gp) else
-                 'set terminal png size 900,700',
+        lines = ['set terminal pngcairo size 1000,750' if _has_cairo(gp) else
+                 'set terminal png size 1000,750',
                  'set output "%s"' % png, 'set logscale xy', 'set grid',
                  'set key below', 'set termoption noenhanced', 'set xlabel "clients in the room"',
-                 'set ylabel "%s"' % ylabel, 'set title "%s vs room size, 16 in flight"' % ylabel]
-        plots = ['"%s" using 1:%d with linespoints title "%s"' % (p, col, t.replace('"', ''))
-                 for p, t in series]
+                 'set ylabel "%s"' % ylabel,
+                 'set title "%s against room size (%d in flight per sender; '
+                 'solid: 1 sender, dashed: several)"' % (ylabel, res.get("inflight", 16))]
+        plots = ['"%s" using 1:%d with linespoints lw 2 pt %d dt %d lc rgb "%s" title "%s"' % (
+                 p, col, 5 + ki, 1 if s == 1 else 2, colours[ki % len(colours)],
+                 t.replace('"', '')) for p, t, ki, s in series]
         lines.append("plot " + ", ".join(plots))
         subprocess.run([gp], input="\n".join(lines) + "\n", text=True, check=True)
         pngs.append(png)
     return pngs
+
+
+def ratios(res):
+    """What the targets of issue 5 compare, per room size and senders."""
+    by = {(c["server"], c["clients"], c["senders"]): c["deliveries_per_s"]
+          for c in res["cells"]}
+    pairs = [("cchannels-memory", "epoll-room", "memory layer / plain-C room", "%"),
+             ("cchannels-memory", "django-memory", "memory layer / Django in-memory", "x"),
+             ("cchannels-redis", "django-redis", "Redis layer / channels_redis", "x")]
+    keys = sorted({(c["clients"], c["senders"]) for c in res["cells"]})
+    head = "| ratio of deliveries/s | " + " | ".join(
+        "%d clients, %d sender%s" % (n, s, "" if s == 1 else "s") for n, s in keys) + " |"
+    out = [head, "|---|" + "---:|" * len(keys)]
+    for a, b, label, unit in pairs:
+        if a not in res["servers"] or b not in res["servers"]:
+            continue
+        row = []
+        for n, s in keys:
+            x, y = by.get((a, n, s)), by.get((b, n, s))
+            row.append("n/a" if not x or not y else
+                       ("%.0f %%" % (100 * x / y) if unit == "%" else "%.0f x" % (x / y)))
+        out.append("| %s | %s |" % (label, " | ".join(row)))
+    return "\n".join(out)
+
+
+def half_table(res):
+    out = ["| server | clients | senders | offered (half the peak) | deliveries/s | p50 | p99 "
+           "| server CPU s / 1 000 deliveries | loadgen errors |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in res.get("half", []):
+        cpu = c["server_cpu_s_per_1000"]
+        out.append("| %s | %d | %d | %s/s (%.0f msg/s per sender) | %s | %s | %s | %s | %s |" % (
+            LABELS[c["server"]], c["clients"], c["senders"], fmt_rate(c["offered"]),
+            c["rate_per_sender"], fmt_rate(c["deliveries_per_s"]), fmt_us(c["p50_us"]),
+            fmt_us(c["p99_us"]), "n/a" if cpu is None else "%.4f" % cpu,
+            (c.get("raw") or {}).get("errors", "n/a")))
+    return "\n".join(out)
+
+
+def report(res):
+    pin = res.get("pinned")
+    head = "%s, %d CPUs, %d in flight per sender, %.1f s windows after %.1f s warm-up, %s\n" % (
+        res["date"], res["nproc"], res["inflight"], res["duration_s"], res["warmup_s"],
+        "servers on CPU %s and loadgen on CPU %s" % (pin["servers"], pin["loadgen"]) if pin
+        else "not pinned")
+    parts = [head, table(res), "", ratios(res)]
+    if res.get("half"):
+        parts += ["", "Latency at half the peak (largest room; each server at half its own "
+                  "closed-loop deliveries/s):", "", half_table(res)]
+    return "\n".join(parts)
 
 
 def _has_cairo(gp):
@@ -270,13 +355,15 @@ def main():
     ap.add_argument("--out", default="/tmp/cchannels-compare-out")
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin servers and loadgen")
+    ap.add_argument("--no-half", action="store_true", help="skip the half-peak latency runs")
     ap.add_argument("--plot-only", metavar="FILE", help="only plot a results JSON file")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     if a.plot_only:
         with open(a.plot_only) as f:
             res = json.load(f)
-        print(table(res))
+        print(report(res))
         for p in plot(res, a.out):
             print(p)
         return 0
@@ -289,41 +376,54 @@ def main():
         if s not in SERVERS:
             ap.error("unknown server %s (known: %s)" % (s, ", ".join(SERVERS)))
     exe = build(a.build)
+    server_cpus, loadgen_cpus = cpu_sets(not a.no_pin)
     res = {"servers": servers, "inflight": a.inflight, "duration_s": a.duration,
            "warmup_s": a.warmup, "nproc": os.cpu_count(),
+           "pinned": {"servers": server_cpus, "loadgen": loadgen_cpus} if server_cpus else None,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cells": [],
-           "idle": {}}
+           "half": [], "idle": {}}
+
     # bound: connecting (Django joins ~hundreds/s), settling, warm-up, window, margin
     def bound(n):
         return 20 + a.warmup + a.duration + n / 50.0
+
+    def run(kind, n, s, rate=0.0, inflight=a.inflight, warmup=a.warmup, duration=a.duration):
+        """One loadgen run against fresh processes of `kind`."""
+        try:
+            st = Setup(kind, exe)
+        except Exception as e:  # noqa: BLE001 - reported as n/a
+            return {"error": str(e)}
+        try:
+            if server_cpus:
+                pin_all_threads(st.pids(), server_cpus)
+            return loadgen(exe, st, n, s, inflight, warmup, duration, bound(n), rate,
+                           loadgen_cpus)
+        finally:
+            st.stop()
+
     for kind in servers:
         for n in clients:
             for s in senders:
                 log("compare: %s, %d clients, %d sender(s)" % (kind, n, s))
-                try:
-                    st = Setup(kind, exe)
-                except Exception as e:  # noqa: BLE001 - reported as n/a
-                    r = {"error": str(e)}
-                else:
-                    try:
-                        r = loadgen(exe, st, n, s, a.inflight, a.warmup, a.duration, bound(n))
-                    finally:
-                        st.stop()
+                r = run(kind, n, s)
                 c = dict(cell(r), server=kind, clients=n, senders=s, raw=r)
                 if c.get("error"):
                     log("compare:   n/a: %s" % c["error"])
                 res["cells"].append(c)
         n = max(clients)
+        for s in senders if not a.no_half else []:
+            peak = next((c["deliveries_per_s"] for c in res["cells"] if c["server"] == kind
+                         and c["clients"] == n and c["senders"] == s), None)
+            if not peak:
+                continue
+            rate = peak / 2 / n / s  # messages per second per sender
+            log("compare: %s, %d clients, %d sender(s) at %.0f msg/s each (half the peak)" %
+                (kind, n, s, rate))
+            r = run(kind, n, s, rate=rate)
+            res["half"].append(dict(cell(r), server=kind, clients=n, senders=s,
+                                    offered=peak / 2, rate_per_sender=rate, raw=r))
         log("compare: %s, %d idle clients" % (kind, n))
-        try:
-            st = Setup(kind, exe)
-        except Exception as e:  # noqa: BLE001
-            res["idle"][kind] = {"clients": n, "rss_per_conn_bytes": None, "error": str(e)}
-            continue
-        try:
-            r = loadgen(exe, st, n, 0, 1, 0, 0.5, bound(n))
-        finally:
-            st.stop()
+        r = run(kind, n, 0, inflight=1, warmup=0, duration=0.5)
         ok = not r.get("error") and "server_rss_per_conn_bytes" in r
         res["idle"][kind] = {"clients": n, "rss_per_conn_bytes":
                              r["server_rss_per_conn_bytes"] if ok else None,
@@ -331,9 +431,7 @@ def main():
     path = a.json or os.path.join(a.out, "compare-results.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
-    print("%s, %d CPUs, %d in flight per sender, %.1f s windows after %.1f s warm-up\n" % (
-        res["date"], res["nproc"], a.inflight, a.duration, a.warmup))
-    print(table(res))
+    print(report(res))
     print("\nresults: %s" % path)
     if not a.no_plot:
         for p in plot(res, a.out):
