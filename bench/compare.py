@@ -54,6 +54,8 @@ sys.dont_write_bytecode = True
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "tests", "redis"))
 from redisutil import RedisServer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, log  # noqa: E402
 
 SERVERS = ["cchannels-memory", "cchannels-redis", "django-memory", "django-redis",
            "epoll-room"]
@@ -64,16 +66,6 @@ LABELS = {
     "django-redis": "Django Channels (daphne, channels_redis)",
     "epoll-room": "plain-C epoll room (machine's limit)",
 }
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(builddir):

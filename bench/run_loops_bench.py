@@ -26,13 +26,11 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  (the chat server)
 import run_ws_bench as wsb  # noqa: E402  (build, loadgen runner, formatting)
 
 SETUPS = [  # (label, loops, server CPUs or None)
@@ -68,41 +66,6 @@ def wait_quiet(limit, max_wait):
         time.sleep(2)
 
 
-class Server:
-    """The example chat with --threads N on a free loopback port."""
-
-    def __init__(self, exe, loops, cpus, capacity):
-        pin = ["taskset", "-c", cpus] if cpus else []
-        extra = ["--capacity", str(capacity)] if capacity else []
-        for _ in range(5):
-            self.port = wsb.free_port()
-            self.proc = subprocess.Popen(
-                pin + [exe, "--host", "127.0.0.1", "--port", str(self.port),
-                       "--threads", str(loops), "--log-level", "warn"] + extra,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            end = time.monotonic() + 10
-            while time.monotonic() < end and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return
-                except OSError:
-                    time.sleep(0.02)
-            self.stop()
-        raise RuntimeError("the chat server did not start")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
-        return err
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", default="/tmp/cchannels-bench",
@@ -135,7 +98,10 @@ def main():
                 for attempt in range(3):
                     if a.wait_quiet:
                         wait_quiet(a.max_other, a.wait_quiet)
-                    srv = Server(chat, loops, cpus, a.capacity)
+                    srv = benchlib.ChatServer(
+                        chat, ["--threads", str(loops), "--log-level", "warn"]
+                        + (["--capacity", str(a.capacity)] if a.capacity else []),
+                        ["taskset", "-c", cpus] if cpus else [])
                     try:
                         # loadgen on CPU 1 when the server is pinned, else unpinned too
                         r = wsb.run_loadgen(loadgen, srv, "/ws/chat/bench/",

@@ -35,18 +35,14 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
+from benchlib import ChatServer, log
+
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
 
 
 def build(builddir):
@@ -60,47 +56,8 @@ def build(builddir):
             os.path.join(builddir, "bench", "loadgen"))
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pin(cpu, use):
     return ["taskset", "-c", str(cpu)] if use else []
-
-
-class Server:
-    """A fresh example chat server on a free loopback port."""
-
-    def __init__(self, exe, use_pin):
-        for _ in range(5):
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                pin(0, use_pin) + [exe, "--host", "127.0.0.1", "--port", str(self.port),
-                                   "--log-level", "warn"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            end = time.monotonic() + 10
-            while time.monotonic() < end and self.proc.poll() is None:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    return
-                except OSError:
-                    time.sleep(0.02)
-            self.stop()
-        raise RuntimeError("the chat server did not start")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
-        return err
 
 
 def run_loadgen(loadgen, server, path, args, use_pin, timeout):
@@ -174,7 +131,7 @@ def main():
         for i in range(a.repeat):
             attempts = []
             for attempt in range(3):
-                srv = Server(chat, use_pin)
+                srv = ChatServer(chat, ["--log-level", "warn"], pin(0, use_pin))
                 try:
                     r = run_loadgen(loadgen, srv, "/ws/chat/bench/",
                                     ["-c", str(n), "-s", str(s), "-f", str(f),
@@ -203,7 +160,7 @@ def main():
     idle = []
     for n, path in () if a.no_idle else ((1000, "/ws/chat/idle/"), (1000, "/ws/echo/"),
                                           (10000, "/ws/echo/")):
-        srv = Server(chat, use_pin)
+        srv = ChatServer(chat, ["--log-level", "warn"], pin(0, use_pin))
         try:
             r = run_loadgen(loadgen, srv, path, ["-c", str(n), "-s", "0", "-w", "0",
                                                  "-d", "1", "--settle", "0.5"],

@@ -23,6 +23,8 @@
 
 #include "chat.h"
 #include "echo_consumer.h"
+#include "room_consumer.h"
+#include "ws_consumers.h"
 #include "ws_internal.h"
 
 _Noreturn void fz_fail(const char *file, int line, const char *what)
@@ -34,73 +36,23 @@ _Noreturn void fz_fail(const char *file, int line, const char *what)
 
 /* ---- consumers ------------------------------------------------------------------- */
 
-typedef struct room_state {
-    char group[CCH_NAME_BUF];
-} room_state;
-
-static int room_connect(cch_conn *c)
+/* The example room (examples/room_consumer.c), but a binary message leaves the room. */
+static void room_receive_or_leave(cch_conn *c, const char *data, size_t len, bool binary)
 {
-    room_state *st = cch_state(c);
-    snprintf(st->group, sizeof st->group, "room_%s", cch_param(c, "room"));
-    int rc = cch_group_add(c, st->group);
-    if (rc < 0)
-        return rc;
-    return cch_accept(c, NULL);
-}
-
-static void room_receive(cch_conn *c, const char *data, size_t len, bool binary)
-{
-    room_state *st = cch_state(c);
     if (binary) {
+        room_state *st = cch_state(c);
         cch_group_discard(c, st->group);
         return;
     }
-    cch_msg *m = cch_msg_new("room.message", data, len);
-    if (!m) {
-        cch_close(c, 1003, "not a JSON object");
-        return;
-    }
-    cch_group_send(c, st->group, m);
-    cch_msg_unref(m);
+    room_receive(c, data, len, binary);
 }
 
-static void room_message(cch_conn *c, const cch_msg *m)
-{
-    (void)cch_send_body(c, m);
-}
-
-static const cch_consumer_class room_consumer = {
+static const cch_consumer_class room_or_leave_consumer = {
     .state_size = sizeof(room_state),
     .connect = room_connect,
-    .receive = room_receive,
-    .handlers = (const cch_handler[]){{"room.message", room_message}, {NULL, NULL}},
+    .receive = room_receive_or_leave,
+    .handlers = room_handlers,
 };
-
-static int reject_connect(cch_conn *c)
-{
-    return cch_reject(c, 403);
-}
-
-static const cch_consumer_class reject_consumer = {.connect = reject_connect};
-
-static int proto_connect(cch_conn *c)
-{
-    static const char *const known[] = {"chat", "superchat"};
-    for (size_t i = 0; i < 2; i++)
-        if (cch_scope_offers_subprotocol(cch_conn_scope(c), known[i]))
-            return cch_accept(c, known[i]);
-    return cch_accept(c, NULL);
-}
-
-static void proto_receive(cch_conn *c, const char *data, size_t len, bool binary)
-{
-    (void)data, (void)len, (void)binary;
-    const char *p = cch_scope_subprotocol(cch_conn_scope(c));
-    cch_send_text(c, p ? p : "", p ? strlen(p) : 0);
-}
-
-static const cch_consumer_class proto_consumer = {.connect = proto_connect,
-                                                  .receive = proto_receive};
 
 /* Decides from a layer message: accept, or (query "no") reject. */
 static int later_connect(cch_conn *c)
@@ -378,7 +330,7 @@ void fz_init(void)
     chat = chat_server_new(NULL, NULL);
     FZ_ASSERT(a && chat, "app");
     FZ_ASSERT(cch_app_route(a, "/ws/echo/", &echo_consumer, NULL) == 0 &&
-                  cch_app_route(a, "/ws/room/{room}/", &room_consumer, NULL) == 0 &&
+                  cch_app_route(a, "/ws/room/{room}/", &room_or_leave_consumer, NULL) == 0 &&
                   cch_app_route(a, "/ws/reject/", &reject_consumer, NULL) == 0 &&
                   cch_app_route(a, "/ws/proto/", &proto_consumer, NULL) == 0 &&
                   cch_app_route(a, "/ws/later/", &later_consumer, NULL) == 0 &&

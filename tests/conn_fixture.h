@@ -1,6 +1,7 @@
 /* tests/conn_fixture.h - shared by test_route/scope/app/conn: a fake transport that
  * records what a connection asks of its host, a log sink that records lines, and a
- * counting allocator that can fail the Nth allocation (cch_replace_allocator).
+ * counting allocator (live bytes) that fails as alloc_fixture.h's rules say
+ * (alloc_budget: allocations that still succeed).
  * Header-only (static functions); include it after cmocka.h. */
 #ifndef CCH_TEST_CONN_FIXTURE_H
 #define CCH_TEST_CONN_FIXTURE_H
@@ -14,6 +15,8 @@
 
 #include "cchannels/cchannels.h"
 
+#include "alloc_fixture.h"
+
 /* ---- counting allocator ------------------------------------------------------------ */
 
 /* Each block carries its size in front, so live bytes can be counted. */
@@ -22,19 +25,11 @@ typedef union fx_head {
     max_align_t align;
 } fx_head;
 
-static long fx_fail_after = -1; /* allocations that still succeed; -1: all */
 static long fx_allocs;          /* allocations made */
 static size_t fx_live;          /* bytes requested and not freed */
 
-static inline bool fx_should_fail(void) {
-    if (fx_fail_after < 0) return false;
-    if (fx_fail_after == 0) return true;
-    fx_fail_after--;
-    return false;
-}
-
 static inline void *fx_malloc(size_t n) {
-    if (fx_should_fail()) return NULL;
+    if (alloc_should_fail(n)) return NULL;
     fx_head *h = malloc(sizeof *h + n);
     if (!h) return NULL;
     h->size = n;
@@ -59,7 +54,7 @@ static inline void fx_free(void *p) {
 
 static inline void *fx_realloc(void *p, size_t n) {
     if (!p) return fx_malloc(n);
-    if (fx_should_fail()) return NULL;
+    if (alloc_should_fail(n)) return NULL;
     fx_head *h = (fx_head *)p - 1;
     size_t old = h->size;
     fx_head *g = realloc(h, sizeof *g + n);
@@ -72,17 +67,14 @@ static inline void *fx_realloc(void *p, size_t n) {
 
 /* Routes the library's allocations through the counting allocator. */
 static inline void fx_alloc_install(void) {
-    fx_fail_after = -1;
+    alloc_rules_reset();
     fx_allocs = 0;
     fx_live = 0;
     cch_replace_allocator(fx_malloc, fx_realloc, fx_calloc, fx_free);
 }
 
-/* Back to libc: call only when every block from the counting allocator is freed. */
-static inline void fx_alloc_restore(void) {
-    fx_fail_after = -1;
-    cch_replace_allocator(malloc, realloc, calloc, free);
-}
+/* Back to libc with alloc_restore(): only when every block from the counting
+ * allocator is freed. */
 
 /* ---- log sink ------------------------------------------------------------------------ */
 

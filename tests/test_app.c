@@ -172,9 +172,9 @@ static void test_new_enomem(void **state) {
     for (long k = 0;; k++) {
         cch_layer *l = cch_memory_layer_new(NULL);
         assert_non_null(l);
-        fx_fail_after = k;
+        alloc_budget = k;
         cch_app *app = cch_app_new(l); /* takes over the layer reference either way */
-        fx_fail_after = -1;
+        alloc_budget = -1;
         if (app) {
             assert_int_equal(cch_app_free(app), 0);
             assert_int_equal(fx_live, 0);
@@ -184,7 +184,7 @@ static void test_new_enomem(void **state) {
         assert_int_equal(fx_live, 0); /* the layer was dropped too */
         assert_true(k < 20);
     }
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_free_with_connections(void **state) {
@@ -251,9 +251,9 @@ static void test_route_enomem(void **state) {
     cch_app *app = cch_app_new(cch_memory_layer_new(NULL));
     size_t base = fx_live;
     for (long k = 0;; k++) {
-        fx_fail_after = k;
+        alloc_budget = k;
         int rc = cch_app_route(app, "/ws/{room}/", &cls_a, NULL);
-        fx_fail_after = -1;
+        alloc_budget = -1;
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
         assert_int_equal(fx_live, base);
@@ -265,7 +265,7 @@ static void test_route_enomem(void **state) {
     cch_conn_disconnected(c, 1000);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_first_match_wins(void **state) {
@@ -419,13 +419,13 @@ static void test_use_enomem(void **state) {
     static struct mw_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.name = "x";
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch_app_use(app, &mw, &cfg), CCH_ENOMEM);
-    fx_fail_after = -1;
+    alloc_budget = -1;
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(cfg.destroyed, 0); /* ud is still the caller's */
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 /* ---- dispatch ------------------------------------------------------------------------ */
@@ -837,7 +837,7 @@ static void test_fanout_10k_no_allocation(void **state) {
     for (int i = 0; i < N; i++) cch_conn_disconnected(conns[i], 1000);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 int main(void) {

@@ -896,10 +896,10 @@ static void test_enomem_open(void **state) {
     for (long k = 0; k < 100; k++) {
         fx_tp t = {0};
         cch_conn *c = NULL;
-        fx_fail_after = k;
+        alloc_budget = k;
         int saved_connects = rec.connects;
         int rc = cch_conn_open(app, &r.req, &fx_transport, &t, &c);
-        fx_fail_after = -1;
+        alloc_budget = -1;
         if (rc < 0) {
             /* No connection, no callback. */
             assert_int_equal(rc, CCH_ENOMEM);
@@ -927,7 +927,7 @@ static void test_enomem_open(void **state) {
     assert_int_equal(st.connections_active, 0);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_enomem_group_add(void **state) {
@@ -944,9 +944,9 @@ static void test_enomem_group_add(void **state) {
     assert_int_equal(cch_conn_open(app, &r.req, &fx_transport, &t, &c), 0);
     size_t base = fx_live;
     for (long k = 0;; k++) {
-        fx_fail_after = k;
+        alloc_budget = k;
         int rc = cch_group_add(c, "grp");
-        fx_fail_after = -1;
+        alloc_budget = -1;
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
         assert_int_equal(c->n_groups, 0);
@@ -962,7 +962,7 @@ static void test_enomem_group_add(void **state) {
     cch_conn_disconnected(c, 1000);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_enomem_accept_subprotocol(void **state) {
@@ -979,16 +979,16 @@ static void test_enomem_accept_subprotocol(void **state) {
     fx_tp t = {0};
     cch_conn *c;
     assert_int_equal(cch_conn_open(app, &r.req, &fx_transport, &t, &c), 0);
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch_accept(c, "chat"), CCH_ENOMEM);
-    fx_fail_after = -1;
+    alloc_budget = -1;
     assert_int_equal(t.accepts, 0);
     assert_int_equal(cch_accept(c, "chat"), 0);
     assert_string_equal(t.subprotocol, "chat");
     cch_conn_disconnected(c, 1000);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 /* ---- memory per connection ----------------------------------------------------------- */
@@ -1095,9 +1095,9 @@ static void test_long_channel_name(void **state) {
     fx_tp t = {0};
     for (long k = 0; k < 100; k++) {
         memset(&t, 0, sizeof t);
-        fx_fail_after = k;
+        alloc_budget = k;
         int rc = cch_conn_open(app, &r.req, &fx_transport, &t, &c);
-        fx_fail_after = -1;
+        alloc_budget = -1;
         if (rc == 0 && t.accepts == 1) break;
         if (rc == 0) {
             cch_conn_disconnected(c, 1006); /* a failure inside connect: 500 */
@@ -1123,7 +1123,7 @@ static void test_long_channel_name(void **state) {
     cch_conn_disconnected(c, 1000); /* the channel's ring stays in the layer's pool */
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_memory_per_idle_connection(void **state) {
@@ -1163,7 +1163,7 @@ static void test_memory_per_idle_connection(void **state) {
     assert_int_equal(fx_live, base);
     assert_int_equal(cch_app_free(app), 0);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 int main(void) {

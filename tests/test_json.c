@@ -13,35 +13,7 @@
 #include "cchannels/cchannels.h"
 #include "cchannels/json.h"
 
-/* ---- a failing allocator (cchannels' allocations only; jansson uses malloc) --- */
-
-static long alloc_budget = -1;
-static size_t fail_min_size = 0; /* when non-zero: fail allocations at least this big */
-
-static bool should_fail(size_t n) {
-    if (fail_min_size) return n >= fail_min_size;
-    if (alloc_budget == 0) return true;
-    if (alloc_budget > 0) alloc_budget--;
-    return false;
-}
-static void *t_malloc(size_t n) { return should_fail(n) ? NULL : malloc(n); }
-static void *t_calloc(size_t c, size_t n) { return should_fail(c * n) ? NULL : calloc(c, n); }
-static void *t_realloc(void *p, size_t n) { return should_fail(n) ? NULL : realloc(p, n); }
-static void fail_after(long n) {
-    alloc_budget = n;
-    fail_min_size = 0;
-    assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
-}
-static void fail_from_size(size_t n) {
-    alloc_budget = -1;
-    fail_min_size = n;
-    assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
-}
-static void alloc_restore(void) {
-    alloc_budget = -1;
-    fail_min_size = 0;
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
-}
+#include "alloc_fixture.h" /* cchannels' allocations only; jansson uses malloc */
 
 /* Test scaffolding only: a test cannot continue without its buffers. */
 static void *xmalloc(size_t n) {

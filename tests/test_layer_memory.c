@@ -20,7 +20,11 @@
 #include "cchannels/layer_impl.h"
 #include "cchannels/memory_layer.h"
 #include "cchannels/msg.h"
+#include "memory_internal.h"
 #include "msg_internal.h"
+#include "slab.h"
+
+#include "alloc_fixture.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -113,28 +117,6 @@ static size_t member_count(cch_layer *l, const char *group) {
     assert_int_equal(m.calls, 1);
     assert_int_equal(m.status, 0);
     return m.n;
-}
-
-/* a failing allocator */
-static long allocs_left = -1;
-static long alloc_count;
-static bool take_alloc(void) {
-    alloc_count++;
-    if (allocs_left == 0) return false;
-    if (allocs_left > 0) allocs_left--;
-    return true;
-}
-static void *f_malloc(size_t n) { return take_alloc() ? malloc(n) : NULL; }
-static void *f_realloc(void *p, size_t n) { return take_alloc() ? realloc(p, n) : NULL; }
-static void *f_calloc(size_t c, size_t n) { return take_alloc() ? calloc(c, n) : NULL; }
-static void failing_allocator(long succeed) {
-    allocs_left = succeed;
-    alloc_count = 0;
-    assert_int_equal(cch_replace_allocator(f_malloc, f_realloc, f_calloc, free), 0);
-}
-static void normal_allocator(void) {
-    allocs_left = -1;
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
 static void name_of_len(char *buf, size_t len, char c) {
@@ -1172,9 +1154,8 @@ static void test_sweep_unread_channels(void **state) {
 }
 
 /* A bound channel holds a ring only while it has messages: poll gives a drained ring
- * to the layer's pool, the channel's next burst takes one of the size it needed from
- * there (no allocation); rings a channel outgrew, and pooled rings a receiver's turn
- * did not need, go back to the allocator. */
+ * back to the layer's slabs, the channel's next burst takes one of the size it needed
+ * from there (no allocation); the slabs a receiver's turn did not need are unmapped. */
 static void test_ring_pool(void **state) {
     (void)state;
     cch_layer *l = new_layer(0, 0, 0);
@@ -1183,38 +1164,41 @@ static void test_ring_pool(void **state) {
     int ua, ub;
     chan(l, r, &ua, a);
     chan(l, r, &ub, b);
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 0);   /* idle channels: no ring */
     cch_msg *m[12];
     for (int i = 0; i < 12; i++) m[i] = msg_n(i);
     cch_delivery d[32];
     for (int round = 0; round < 3; round++) {
-        if (round > 0) failing_allocator(0); /* the pool has the ring a needs */
+        if (round > 0) fail_after(0); /* rings come from slabs, not the heap */
         for (int i = 0; i < 12; i++) assert_int_equal(cch_layer_send(l, a, m[i]), 0);
-        normal_allocator();
+        alloc_restore();
         assert_int_equal(cch_layer_poll(l, r, d, 32), 12);
         for (int i = 0; i < 12; i++) {
             assert_ptr_equal(d[i].msg, m[i]); /* in order, across the ring's growth */
             assert_ptr_equal(d[i].channel_ud, &ua);
             cch_msg_unref(d[i].msg);
         }
+        /* the turn's slabs are kept for the next turn: in the first, those of the
+         * 4- and 8-entry rings a outgrew too; then only the 16-entry ring's */
+        assert_int_equal(cch__memory_layer_ring_slabs(l), round == 0 ? 3 : 1);
     }
-    /* the rings a outgrew went back to the allocator: b's first message allocates */
-    failing_allocator(0);
-    assert_int_equal(cch_layer_send(l, b, m[0]), CCH_ENOMEM);
-    normal_allocator();
-    assert_int_equal(cch__msg_refs(m[0]), 1);
+    /* a turn with b's small ring only: a's slab was not needed, it is unmapped */
     assert_int_equal(cch_layer_send(l, b, m[0]), 0);
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 2);
     assert_int_equal(cch_layer_poll(l, r, d, 32), 1);
     assert_ptr_equal(d[0].channel_ud, &ub);
     cch_msg_unref(d[0].msg);
-    /* that turn did not need a's ring: the pool gave it back, so a allocates again,
-     * while b's small ring is still pooled */
-    failing_allocator(0);
-    assert_int_equal(cch_layer_send(l, a, m[1]), CCH_ENOMEM);
-    assert_int_equal(cch_layer_send(l, b, m[1]), 0);
-    normal_allocator();
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 1);
+    /* a poll that finds nothing right after a turn keeps the turn's slabs; one
+     * RING_POOL_IDLE_MS later (the host's idle poll) gives them all back */
+    assert_int_equal(cch_layer_poll(l, r, d, 32), 0);
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 1);
+    now_ms += 100;
+    assert_int_equal(cch_layer_poll(l, r, d, 32), 0);
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 0);
     assert_int_equal(cch_layer_send(l, a, m[1]), 0);
     chan(l, NULL, NULL, other);
-    /* released channels drop their messages; their pooled rings go back with them */
+    /* released channels drop their messages; their rings go back with them */
     assert_int_equal(cch_layer_release_channel(l, a), 0);
     assert_int_equal(cch_layer_release_channel(l, b), 0);
     assert_int_equal(cch__msg_refs(m[1]), 1);
@@ -1225,6 +1209,86 @@ static void test_ring_pool(void **state) {
         assert_int_equal(cch__msg_refs(m[i]), 1);
         cch_msg_unref(m[i]);
     }
+}
+
+/* A fanout storm (a room of 3000 members, each joining member announced to the room
+ * several times per turn) takes rings from slabs shared by many channels; once the
+ * receiver is idle, every slab is unmapped, and the layer works on. */
+static void test_ring_slabs_storm(void **state) {
+    (void)state;
+    enum { N = 3000 };
+    cch_layer *l = new_layer(0, 0, 0);
+    cch_receiver *r = cch_layer_receiver_new(l, NULL, NULL);
+    static char names[N][CCH_NAME_BUF];
+    static cch_delivery d[8 * N];
+    cch_msg *m = msg("chat.notice");
+    for (int i = 0; i < N; i++) {
+        chan(l, r, NULL, names[i]);
+        assert_int_equal(cch_layer_group_add(l, "room", names[i]), 0);
+        if (i % 500 == 499) {
+            for (int k = 0; k < 7; k++) assert_int_equal(cch_layer_group_send(l, "room", m, NULL, NULL), 0);
+            size_t got = 0;
+            int n;
+            while ((n = cch_layer_poll(l, r, d, 8 * N)) > 0) {
+                for (int j = 0; j < n; j++) cch_msg_unref(d[j].msg);
+                got += (size_t)n;
+            }
+            assert_int_equal(got, 7 * (size_t)(i + 1));
+            assert_true(cch__memory_layer_ring_slabs(l) >= 1);
+            /* (i+1) rings of 8 entries (128 B): at most 512 to a 64 KiB slab, plus one
+             * partly used slab */
+            assert_true(cch__memory_layer_ring_slabs(l) <= (size_t)(i + 1) / 511 + 2);
+        }
+    }
+    now_ms += 100;
+    assert_int_equal(cch_layer_poll(l, r, d, 8), 0);
+    assert_int_equal(cch__memory_layer_ring_slabs(l), 0);
+    assert_int_equal(cch_layer_group_send(l, "room", m, NULL, NULL), 0);
+    assert_int_equal(cch_layer_poll(l, r, d, 8 * N), N);
+    for (int j = 0; j < N; j++) cch_msg_unref(d[j].msg);
+    cch_layer_receiver_free(l, r);
+    cch_layer_unref(l);
+    assert_int_equal(cch__msg_refs(m), 1);
+    cch_msg_unref(m);
+}
+
+/* The slab pool under the rings (lib/core/slab.h): objects are distinct and aligned,
+ * a slab is unmapped only by a trim once none of its objects is in use, and a trim
+ * keeps the slabs the last period needed at once. */
+static void test_slab_pool(void **state) {
+    (void)state;
+    cch__slab_pool p;
+    cch__slab_pool_init(&p, 100);               /* rounded up to 112 */
+    assert_int_equal(p.obj_size, 112);
+    enum { N = 2000 };
+    static void *o[N];
+    for (int i = 0; i < N; i++) {
+        o[i] = cch__slab_take(&p);
+        assert_non_null(o[i]);
+        assert_int_equal((uintptr_t)o[i] % 16, 0);
+        memset(o[i], 0xa5, 112);                /* ASan/UBSan: the whole object is ours */
+    }
+    size_t slabs = cch__slab_count(&p);
+    assert_int_equal(slabs, (N + p.cap - p.first - 1) / (p.cap - p.first));
+    for (int i = 0; i < N; i += 2) cch__slab_give(&p, o[i]);
+    cch__slab_trim(&p, false);                  /* every slab still has objects in use */
+    assert_int_equal(cch__slab_count(&p), slabs);
+    for (int i = 1; i < N; i += 2) cch__slab_give(&p, o[i]);
+    assert_int_equal(cch__slab_count(&p), slabs); /* empty, kept until a trim */
+    cch__slab_trim(&p, false);                  /* the period needed them all: kept */
+    assert_int_equal(cch__slab_count(&p), slabs);
+    void *x = cch__slab_take(&p);               /* reuses a kept slab */
+    assert_non_null(x);
+    cch__slab_give(&p, x);
+    cch__slab_trim(&p, false);                  /* this period needed one */
+    assert_int_equal(cch__slab_count(&p), 1);
+    cch__slab_trim(&p, true);
+    assert_int_equal(cch__slab_count(&p), 0);
+    x = cch__slab_take(&p);
+    assert_non_null(x);
+    cch__slab_give(&p, x);
+    cch__slab_pool_free(&p);
+    assert_int_equal(cch__slab_count(&p), 0);
 }
 
 static int attach_freed;
@@ -1263,23 +1327,23 @@ static void test_enomem(void **state) {
     (void)state;
     cch_msg *m = msg("t");
     /* the layer itself */
-    failing_allocator(0);
+    fail_after(0);
     assert_null(cch_memory_layer_new(NULL));
-    normal_allocator();
+    alloc_restore();
 
     cch_layer *l = new_layer(0, 0, 0);
     char a[CCH_NAME_BUF];
     /* receivers */
-    failing_allocator(0);
+    fail_after(0);
     assert_null(cch_layer_receiver_new(l, NULL, NULL));
-    normal_allocator();
+    alloc_restore();
 
     /* new_channel: every allocation it makes may fail; nothing is left behind */
     int k;
     for (k = 0;; k++) {
-        failing_allocator(k);
+        fail_after(k);
         int rc = cch_layer_new_channel(l, NULL, NULL, NULL, a, sizeof a);
-        normal_allocator();
+        alloc_restore();
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
         assert_int_equal(a[0], '\0');
@@ -1288,9 +1352,9 @@ static void test_enomem(void **state) {
 
     /* send: creating the channel or its ring may fail */
     for (k = 0;; k++) {
-        failing_allocator(k);
+        fail_after(k);
         int rc = cch_layer_send(l, "fresh", m);
-        normal_allocator();
+        alloc_restore();
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
         assert_int_equal(cch__msg_refs(m), 1);
@@ -1300,22 +1364,22 @@ static void test_enomem(void **state) {
     expect_receive(l, "fresh", m);
     /* ring growth of an existing channel */
     for (int i = 0; i < 4; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
-    failing_allocator(0);
+    fail_after(0);
     assert_int_equal(cch_layer_send(l, a, m), CCH_ENOMEM); /* the ring needs to double */
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(cch__msg_refs(m), 5);
     assert_int_equal(cch_layer_send(l, a, m), 0);
     for (int i = 0; i < 5; i++) expect_receive(l, a, m);
-    failing_allocator(0); /* the ring is kept: no allocation now */
+    fail_after(0); /* the ring is kept: no allocation now */
     assert_int_equal(cch_layer_send(l, a, m), 0);
-    normal_allocator();
+    alloc_restore();
     expect_receive(l, a, m);
 
     /* group_add: the group, the channel, the member array, the membership list */
     for (k = 0;; k++) {
-        failing_allocator(k);
+        fail_after(k);
         int rc = cch_layer_group_add(l, "g", "new.member");
-        normal_allocator();
+        alloc_restore();
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
         assert_int_equal(member_count(l, "g"), 0);
@@ -1330,21 +1394,21 @@ static void test_enomem(void **state) {
         assert_int_equal(cch_layer_group_add(l, "g", more[i]), 0);
     }
     chan(l, NULL, NULL, more[3]);
-    failing_allocator(0);
+    fail_after(0);
     assert_int_equal(cch_layer_group_add(l, "g", more[3]), CCH_ENOMEM);
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(member_count(l, "g"), 4);
     /* the membership list of a channel in a second group */
     assert_int_equal(cch_layer_group_add(l, "h", more[3]), 0);
     assert_int_equal(cch_layer_group_add(l, "h2", more[3]), 0);
-    failing_allocator(1); /* the group "h3" itself, then its member array fails */
+    fail_after(1); /* the group "h3" itself, then its member array fails */
     assert_int_equal(cch_layer_group_add(l, "h3", more[3]), CCH_ENOMEM);
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(member_count(l, "h3"), 0);
     for (k = 0;; k++) {
-        failing_allocator(k);
+        fail_after(k);
         int rc = cch_layer_group_add(l, "h3", more[3]);
-        normal_allocator();
+        alloc_restore();
         if (rc == 0) break;
         assert_int_equal(rc, CCH_ENOMEM);
     }
@@ -1355,10 +1419,10 @@ static void test_enomem(void **state) {
      * reported; the others get the message */
     cch_layer_set_log(l, log_fn, NULL);
     log_calls = 0;
-    failing_allocator(1); /* one ring can be made, the next cannot */
+    fail_after(1); /* one ring can be made, the next cannot */
     cch_group_send_result res;
     assert_int_equal(cch_layer_group_send(l, "g", m, NULL, &res), CCH_ENOMEM);
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(res.delivered, 1);
     assert_int_equal(log_calls, 1);
     assert_int_equal(log_level, CCH_LOG_ERROR);
@@ -1367,9 +1431,9 @@ static void test_enomem(void **state) {
     assert_int_equal(cch__msg_refs(m), 2);
     /* presence needs one allocation for the names */
     members mem = {0};
-    failing_allocator(0);
+    fail_after(0);
     assert_int_equal(cch_layer_group_members(l, "g", members_fn, &mem), CCH_ENOMEM);
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(mem.calls, 0);
     /* with many receivers, group_send needs a wake list: failing it sends nothing */
     cch_receiver *rs[40];
@@ -1379,9 +1443,9 @@ static void test_enomem(void **state) {
         chan(l, rs[i], NULL, rc_names[i]);
         assert_int_equal(cch_layer_group_add(l, "many", rc_names[i]), 0);
     }
-    failing_allocator(0);
+    fail_after(0);
     assert_int_equal(cch_layer_group_send(l, "many", m, NULL, &res), CCH_ENOMEM);
-    normal_allocator();
+    alloc_restore();
     assert_int_equal(res.delivered, 0);
     assert_int_equal(cch__msg_refs(m), 2);
     for (int i = 0; i < 40; i++) {
@@ -1582,6 +1646,8 @@ int main(void) {
         cmocka_unit_test(test_group_model),
         cmocka_unit_test(test_sweep_unread_channels),
         cmocka_unit_test(test_ring_pool),
+        cmocka_unit_test(test_ring_slabs_storm),
+        cmocka_unit_test(test_slab_pool),
         cmocka_unit_test(test_destroy_with_everything),
         cmocka_unit_test(test_enomem),
         cmocka_unit_test(test_threads_group_send),

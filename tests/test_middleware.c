@@ -14,38 +14,9 @@
 
 #include "cchannels/cchannels.h"
 
+#include "alloc_fixture.h"
+
 #define H(n, v) {(n), sizeof(n) - 1, (v), sizeof(v) - 1}
-
-/* ---- a failing allocator ------------------------------------------------------ */
-
-static long alloc_budget = -1;  /* allocations left before failing; -1: unlimited */
-static size_t fail_size = 0;    /* when non-zero: fail only allocations of this size */
-
-static bool should_fail(size_t n) {
-    if (fail_size) return n == fail_size;
-    if (alloc_budget == 0) return true;
-    if (alloc_budget > 0) alloc_budget--;
-    return false;
-}
-static void *t_malloc(size_t n) { return should_fail(n) ? NULL : malloc(n); }
-static void *t_calloc(size_t c, size_t n) { return should_fail(c * n) ? NULL : calloc(c, n); }
-static void *t_realloc(void *p, size_t n) { return should_fail(n) ? NULL : realloc(p, n); }
-
-static void fail_after(long n) {
-    alloc_budget = n;
-    fail_size = 0;
-    assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
-}
-static void fail_size_of(size_t n) {
-    alloc_budget = -1;
-    fail_size = n;
-    assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
-}
-static void alloc_restore(void) {
-    alloc_budget = -1;
-    fail_size = 0;
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
-}
 
 /* ---- the consumer: accepts and records the user it saw ------------------------ */
 

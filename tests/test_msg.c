@@ -17,31 +17,7 @@
 #include "cchannels/msg.h"
 #include "msg_internal.h"
 
-/* ---- a failing allocator ---------------------------------------------------------- */
-
-static long allocs_left = -1; /* allocations that still succeed; -1: all */
-static long alloc_count;
-
-static bool take_alloc(void) {
-    alloc_count++;
-    if (allocs_left == 0) return false;
-    if (allocs_left > 0) allocs_left--;
-    return true;
-}
-static void *f_malloc(size_t n) { return take_alloc() ? malloc(n) : NULL; }
-static void *f_realloc(void *p, size_t n) { return take_alloc() ? realloc(p, n) : NULL; }
-static void *f_calloc(size_t c, size_t n) { return take_alloc() ? calloc(c, n) : NULL; }
-
-static void failing_allocator(long succeed) {
-    allocs_left = succeed;
-    alloc_count = 0;
-    assert_int_equal(cch_replace_allocator(f_malloc, f_realloc, f_calloc, free), 0);
-}
-
-static void normal_allocator(void) {
-    allocs_left = -1;
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
-}
+#include "alloc_fixture.h"
 
 /* ---- creation ------------------------------------------------------------------- */
 
@@ -174,17 +150,17 @@ static void test_create_body_validation(void **state) {
 static void test_create_enomem(void **state) {
     (void)state;
     cch_msg *m = (cch_msg *)&m;
-    failing_allocator(0);
+    fail_after(0);
     assert_int_equal(cch_msg_create(&m, "t", "{}", 2), CCH_ENOMEM);
     assert_null(m);
     assert_null(cch_msg_new("t", NULL, 0));
-    normal_allocator();
+    alloc_restore();
     /* one allocation per message */
-    failing_allocator(-1);
+    fail_after(-1);
     assert_int_equal(cch_msg_create(&m, "t", "{\"a\":[1,2,3]}", 13), 0);
-    assert_int_equal(alloc_count, 1);
+    assert_int_equal(alloc_calls, 1);
     cch_msg_unref(m);
-    normal_allocator();
+    alloc_restore();
 }
 
 /* ---- references ----------------------------------------------------------------- */
@@ -450,16 +426,16 @@ static void test_attach_enomem(void **state) {
     static int key;
     cch_msg *m = cch_msg_new("t", NULL, 0);
     int data = 5;
-    failing_allocator(0);
+    fail_after(0);
     assert_null(cch_msg_attach(m, &key, &data, NULL));
-    normal_allocator();
+    alloc_restore();
     assert_null(cch_msg_attachment(m, &key));
     assert_ptr_equal(cch_msg_attach(m, &key, &data, NULL), &data);
     /* an existing attachment is found without allocating */
-    failing_allocator(0);
+    fail_after(0);
     int other = 6;
     assert_ptr_equal(cch_msg_attach(m, &key, &other, NULL), &data);
-    normal_allocator();
+    alloc_restore();
     cch_msg_unref(m);
 }
 

@@ -16,6 +16,7 @@
 
 #include "redis_internal.h"
 #include "redis_fixture.h"
+#include "alloc_fixture.h"
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -487,35 +488,14 @@ static void test_no_server(void **state) {
 
 /* ---- out of memory ------------------------------------------------------------------------------ */
 
-static atomic_long allocs_left = -1;
-static bool take(void) {
-    long v = atomic_load(&allocs_left);
-    while (v >= 0) {
-        if (v == 0) return false;
-        if (atomic_compare_exchange_weak(&allocs_left, &v, v - 1)) return true;
-    }
-    return true;
-}
-static void *f_malloc(size_t n) { return take() ? malloc(n) : NULL; }
-static void *f_realloc(void *p, size_t n) { return take() ? realloc(p, n) : NULL; }
-static void *f_calloc(size_t c, size_t n) { return take() ? calloc(c, n) : NULL; }
-static void failing(long n) {
-    atomic_store(&allocs_left, n);
-    assert_int_equal(cch_replace_allocator(f_malloc, f_realloc, f_calloc, free), 0);
-}
-static void normal(void) {
-    atomic_store(&allocs_left, -1);
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
-}
-
 static void test_codec_out_of_memory(void **state) {
     (void)state;
     char data[256];
     size_t n = unhex(python_bytes, data);
     bool enc_ok = false, dec_ok = false;
     for (long k = 0; k < 200 && !(enc_ok && dec_ok); k++) {
-        cch_msg *m = msg("chat_message", our_body); /* made before failing() */
-        failing(k);
+        cch_msg *m = msg("chat_message", our_body); /* made before fail_after() */
+        fail_after(k);
         const rl_body *body;
         int rc = rl_body_get(m, &body);
         rl_buf b = {0};
@@ -531,7 +511,7 @@ static void test_codec_out_of_memory(void **state) {
         if (rc == 0) dec_ok = true;
         else assert_int_equal(rc, CCH_ENOMEM);
         rl_incoming_done(&in);
-        normal();
+        alloc_restore();
         rl_buf_free(&b);
         cch_msg_unref(m);
     }
@@ -546,9 +526,9 @@ static void test_layer_new_out_of_memory(void **state) {
     bool made = false;
     for (long k = 0; k < 100 && !made; k++) {
         cch_layer *l = NULL;
-        failing(k);
+        fail_after(k);
         int rc = cch_redis_layer_new(&o, &l);
-        normal();
+        alloc_restore();
         if (rc == 0) {
             made = true;
             cch_layer_unref(l);

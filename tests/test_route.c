@@ -289,17 +289,17 @@ static void test_pct_decode(void **state) {
 static void test_compile_enomem(void **state) {
     (void)state;
     fx_alloc_install();
-    fx_fail_after = 0;
+    alloc_budget = 0;
     cch__route *r = (cch__route *)(uintptr_t)1;
     assert_int_equal(cch__route_compile("/ws/{room}/", &r, NULL, 0), CCH_ENOMEM);
     assert_null(r);
     assert_int_equal(fx_live, 0);
-    fx_fail_after = -1;
+    alloc_budget = -1;
     assert_int_equal(cch__route_compile("/ws/{room}/", &r, NULL, 0), 0);
     assert_int_equal(fx_allocs, 1); /* one allocation per compiled pattern */
     cch__route_free(r);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 int main(void) {

@@ -348,42 +348,42 @@ static void test_enomem(void **state) {
     cch_scope s;
     fx_alloc_install();
 
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch__scope_init(&s, &r.req, NULL, NULL), CCH_ENOMEM);
     assert_int_equal(fx_live, 0);
-    fx_fail_after = -1;
+    alloc_budget = -1;
     assert_int_equal(cch__scope_init(&s, &r.req, NULL, NULL), 0);
     assert_int_equal(fx_allocs, 1); /* path, query, host: one allocation */
 
     /* A header copy that cannot be made reads as absent. */
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_null(cch_scope_header(&s, "host"));
-    fx_fail_after = -1;
+    alloc_budget = -1;
     assert_string_equal(cch_scope_header(&s, "host"), "a");
 
     static int key, v;
     freed_count = 0;
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch_scope_set_user(&s, 1, "name", &v, count_free), CCH_ENOMEM);
     assert_true(cch_scope_user_id(&s) == CCH_USER_ANONYMOUS);
     assert_null(cch_scope_user_data(&s));
     assert_int_equal(freed_count, 0); /* still the caller's */
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch_scope_set_data(&s, &key, &v, count_free), CCH_ENOMEM);
     assert_null(cch_scope_data(&s, &key));
     assert_int_equal(freed_count, 0);
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch__scope_set_subprotocol(&s, "chat"), CCH_ENOMEM);
     assert_null(cch_scope_subprotocol(&s));
     /* Keeping offers fails: the request is forgotten anyway. */
-    fx_fail_after = 0;
+    alloc_budget = 0;
     assert_int_equal(cch__scope_end_open(&s, true), CCH_ENOMEM);
     assert_null(cch_scope_header(&s, "host"));
     assert_false(cch_scope_offers_subprotocol(&s, "chat"));
-    fx_fail_after = -1;
+    alloc_budget = -1;
     cch__scope_destroy(&s);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
 }
 
 static void test_memory_small(void **state) {
@@ -410,7 +410,7 @@ static void test_memory_small(void **state) {
     assert_true(sizeof(cch_scope) <= 128);
     cch__scope_destroy(&s);
     assert_int_equal(fx_live, 0);
-    fx_alloc_restore();
+    alloc_restore();
     cch__route_free(rt);
 }
 

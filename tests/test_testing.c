@@ -15,28 +15,9 @@
 
 #include "cchannels/cchannels.h"
 
+#include "alloc_fixture.h"
+
 #define H(n, v) {(n), sizeof(n) - 1, (v), sizeof(v) - 1}
-
-/* ---- a failing allocator ------------------------------------------------------ */
-
-static long alloc_budget = -1;
-
-static bool should_fail(void) {
-    if (alloc_budget == 0) return true;
-    if (alloc_budget > 0) alloc_budget--;
-    return false;
-}
-static void *t_malloc(size_t n) { return should_fail() ? NULL : malloc(n); }
-static void *t_calloc(size_t c, size_t n) { return should_fail() ? NULL : calloc(c, n); }
-static void *t_realloc(void *p, size_t n) { return should_fail() ? NULL : realloc(p, n); }
-static void fail_after(long n) {
-    alloc_budget = n;
-    assert_int_equal(cch_replace_allocator(t_malloc, t_realloc, t_calloc, free), 0);
-}
-static void alloc_restore(void) {
-    alloc_budget = -1;
-    assert_int_equal(cch_replace_allocator(malloc, realloc, calloc, free), 0);
-}
 
 /* ---- consumers ---------------------------------------------------------------- */
 

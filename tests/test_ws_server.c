@@ -22,6 +22,7 @@
 #include <cchannels/cchannels.h>
 #include <cchannels/ws.h>
 
+#include "alloc_fixture.h"
 #include "echo_consumer.h"
 
 static cch_app *new_app(void)
@@ -153,26 +154,10 @@ static void test_start_ipv6(void **state)
 
 /* ---- out of memory during start ----------------------------------------------------- */
 
-static long alloc_budget = -1;
-
-static bool take(void)
-{
-    if (alloc_budget < 0)
-        return true;
-    if (alloc_budget == 0)
-        return false;
-    alloc_budget--;
-    return true;
-}
-
-static void *f_malloc(size_t n) { return take() ? malloc(n) : NULL; }
-static void *f_calloc(size_t k, size_t n) { return take() ? calloc(k, n) : NULL; }
-static void *f_realloc(void *p, size_t n) { return take() ? realloc(p, n) : NULL; }
-
 static void test_start_enomem(void **state)
 {
     (void)state;
-    cch_replace_allocator(f_malloc, f_realloc, f_calloc, free);
+    fail_after(-1); /* counts down only once alloc_budget is set */
     cch_app *app = new_app();
     bool succeeded = false;
     for (long n = 0; n < 64 && !succeeded; n++) {
@@ -195,7 +180,7 @@ static void test_start_enomem(void **state)
     }
     assert_true(succeeded);
     assert_int_equal(cch_app_free(app), 0);
-    cch_replace_allocator(malloc, realloc, calloc, free);
+    alloc_restore();
 }
 
 /* ---- a client on the same loop ------------------------------------------------------ */
@@ -408,7 +393,7 @@ static void tolerant_connected(uv_connect_t *req, int status)
 static void test_traffic_enomem(void **state)
 {
     (void)state;
-    cch_replace_allocator(f_malloc, f_realloc, f_calloc, free);
+    fail_after(-1); /* counts down only once alloc_budget is set */
     long first_complete = -1;
     for (long n = 0; n < 120; n++) {
         uv_loop_t loop;
@@ -442,7 +427,7 @@ static void test_traffic_enomem(void **state)
     }
     /* With enough memory the exchange succeeds, and every budget below was tried. */
     assert_true(first_complete >= 0 && first_complete < 100);
-    cch_replace_allocator(malloc, realloc, calloc, free);
+    alloc_restore();
 }
 
 int main(void)

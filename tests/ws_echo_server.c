@@ -5,8 +5,9 @@
  * SIGINT. Every limit of cch_ws_options can be set from the command line. Routes:
  *   /ws/echo/            the echo consumer (examples/echo_consumer.c)
  *   /ws/room/{room}/     every text message (a JSON object) goes to the whole room
- *   /ws/reject/          the consumer rejects (403)
- *   /ws/proto/           accepts the first offered of "chat", "superchat"
+ *                        (examples/room_consumer.c)
+ *   /ws/reject/          the consumer rejects (403) (tests/ws_consumers.c)
+ *   /ws/proto/           accepts the first offered of "chat", "superchat" (ditto)
  *   /ws/later/           decides later: accepts from a layer message handler
  *   /ws/cmd/             commands: "close CODE REASON", "send N SIZE"
  *   /ws/stats/           sends the server's counters (JSON) on connect
@@ -28,6 +29,8 @@
 #include <sys/resource.h>
 
 #include "echo_consumer.h"
+#include "room_consumer.h"
+#include "ws_consumers.h"
 
 static cch_ws_server *server;
 static atomic_llong live_bytes;
@@ -66,75 +69,7 @@ static void count_free(void *p)
     free(p);
 }
 
-/* ---- room ------------------------------------------------------------------------ */
-
-typedef struct room_state {
-    char group[CCH_NAME_BUF];
-} room_state;
-
-static int room_connect(cch_conn *c)
-{
-    room_state *st = cch_state(c);
-    snprintf(st->group, sizeof st->group, "room_%s", cch_param(c, "room"));
-    int rc = cch_group_add(c, st->group);
-    if (rc < 0)
-        return rc;
-    return cch_accept(c, NULL);
-}
-
-static void room_receive(cch_conn *c, const char *data, size_t len, bool binary)
-{
-    room_state *st = cch_state(c);
-    if (binary)
-        return;
-    cch_msg *m = cch_msg_new("room.message", data, len);
-    if (!m) {
-        cch_close(c, 1003, "not a JSON object");
-        return;
-    }
-    cch_group_send(c, st->group, m);
-    cch_msg_unref(m);
-}
-
-static void room_message(cch_conn *c, const cch_msg *m)
-{
-    (void)cch_send_body(c, m);
-}
-
-static const cch_consumer_class room_consumer = {
-    .state_size = sizeof(room_state),
-    .connect = room_connect,
-    .receive = room_receive,
-    .handlers = (const cch_handler[]){{"room.message", room_message}, {NULL, NULL}},
-};
-
-/* ---- reject, subprotocols, later -------------------------------------------------- */
-
-static int reject_connect(cch_conn *c)
-{
-    return cch_reject(c, 403);
-}
-
-static const cch_consumer_class reject_consumer = {.connect = reject_connect};
-
-static int proto_connect(cch_conn *c)
-{
-    static const char *const known[] = {"chat", "superchat"};
-    for (size_t i = 0; i < 2; i++)
-        if (cch_scope_offers_subprotocol(cch_conn_scope(c), known[i]))
-            return cch_accept(c, known[i]);
-    return cch_accept(c, NULL);
-}
-
-static void proto_receive(cch_conn *c, const char *data, size_t len, bool binary)
-{
-    (void)data, (void)len, (void)binary;
-    const char *p = cch_scope_subprotocol(cch_conn_scope(c));
-    cch_send_text(c, p ? p : "", p ? strlen(p) : 0);
-}
-
-static const cch_consumer_class proto_consumer = {.connect = proto_connect,
-                                                  .receive = proto_receive};
+/* ---- later ----------------------------------------------------------------------- */
 
 static int later_connect(cch_conn *c)
 {

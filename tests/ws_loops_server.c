@@ -6,7 +6,7 @@
  * memory layer's, default 10000), --log-level (0..3; the log goes to stderr, each
  * adapter line naming its loop), --nofile N (sets the descriptor limit to N; by
  * default the soft limit is raised to the hard one). One route, on every loop's app:
- *   /ws/room/{room}/   joins group "room_<room>" and sends
+ *   /ws/room/{room}/   the example room (examples/room_consumer.c) that also sends
  *                      {"loop": <its loop>, "channel": "<its channel>"} on connect;
  *                      a text message "to <channel> <json>" goes to that channel
  *                      only, any other (a JSON object) to the whole room. */
@@ -18,20 +18,14 @@
 #include <string.h>
 #include <sys/resource.h>
 
-typedef struct room_state {
-    char group[CCH_NAME_BUF];
-} room_state;
+#include "room_consumer.h"
 
 static int loop_index[CCH_WS_MAX_LOOPS];
 
-static int room_connect(cch_conn *c)
+static int loop_room_connect(cch_conn *c)
 {
-    room_state *st = cch_state(c);
     const int *loop = cch_class_data(c);
-    snprintf(st->group, sizeof st->group, "room_%s", cch_param(c, "room"));
-    int rc = cch_group_add(c, st->group);
-    if (rc == 0)
-        rc = cch_accept(c, NULL);
+    int rc = room_connect(c);
     if (rc < 0)
         return rc;
     char hello[CCH_NAME_BUF + 64];
@@ -40,7 +34,7 @@ static int room_connect(cch_conn *c)
     return cch_send_text(c, hello, (size_t)n);
 }
 
-static void room_receive(cch_conn *c, const char *data, size_t len, bool binary)
+static void loop_room_receive(cch_conn *c, const char *data, size_t len, bool binary)
 {
     room_state *st = cch_state(c);
     if (binary)
@@ -72,16 +66,11 @@ static void room_receive(cch_conn *c, const char *data, size_t len, bool binary)
         fprintf(stderr, "[error] send failed: %s\n", cch_strerror(rc));
 }
 
-static void room_message(cch_conn *c, const cch_msg *m)
-{
-    (void)cch_send_body(c, m);
-}
-
-static const cch_consumer_class room_consumer = {
+static const cch_consumer_class loop_room_consumer = {
     .state_size = sizeof(room_state),
-    .connect = room_connect,
-    .receive = room_receive,
-    .handlers = (const cch_handler[]){{"room.message", room_message}, {NULL, NULL}},
+    .connect = loop_room_connect,
+    .receive = loop_room_receive,
+    .handlers = room_handlers,
 };
 
 static void log_line(void *ud, int level, const char *msg)
@@ -96,7 +85,7 @@ static int setup(cch_app *app, int index, void *ud)
     loop_index[index] = index;
     if (o->log)
         cch_app_set_log(app, log_line, NULL);
-    return cch_app_route(app, "/ws/room/{room}/", &room_consumer, &loop_index[index]);
+    return cch_app_route(app, "/ws/room/{room}/", &loop_room_consumer, &loop_index[index]);
 }
 
 static void on_ready(cch_ws_server *s, void *ud)

@@ -15,13 +15,20 @@
  * together (its connection's state is touched once per batch, not once per message).
  *
  * A bound channel holds a ring only while it has messages: poll gives a drained ring
- * back to the layer's pool (lists per power-of-two size) and remembers the size the
- * channel needed, and the next message takes a ring of that size from the pool. So
- * an idle connection costs no ring, and steady fanout allocates nothing: the pool
- * holds the working set. When a receiver has drained everything (the end of its
- * turn), the pool gives back the rings that were not in use at once since the last
- * such trim, so it keeps one turn's working set. Unbound channels (read with
- * receive) keep their ring.
+ * back to the layer's pool and remembers the size the channel needed, and the next
+ * message takes a ring of that size from the pool. So an idle connection costs no
+ * ring, and steady fanout allocates nothing: the pool holds the working set. The
+ * pool's rings are carved out of slabs of 64 KiB or more, mapped apart from the heap
+ * (one list of slabs per power-of-two ring size): a fanout storm (say N joins to a
+ * room, N^2/2 notices) makes a ring per member at once, and rings from the heap
+ * would be left as holes between the connections' long-lived allocations, never
+ * given back to the system. When a receiver has drained everything (the end of its
+ * turn), the pool unmaps the empty slabs that were not in use at once since the last
+ * such trim, so it keeps one turn's working set; a poll that finds nothing at least
+ * RING_POOL_IDLE_MS after the last trim trims too, so a host that polls an idle
+ * receiver (the WebSocket adapter does, WS_IDLE_POLL_MS after its last delivery)
+ * gets an idle layer down to no ring at all. Unbound channels (read with receive)
+ * keep their ring, from the heap.
  *
  * A channel struct lives while it is owned (made by new_channel and not released),
  * holds messages, or is in a group; membership entries point at it, so it is freed
@@ -44,12 +51,15 @@
 
 #include "cchannels/layer_impl.h"
 #include "cchannels/memory_layer.h"
+#include "memory_internal.h"
 #include "msg_internal.h"
+#include "slab.h"
 
 #define RING_MIN 4u
 #define RING_MIN_LOG 2u
-#define RING_POOL_CLASSES 13u /* rings of 4 .. 4096 entries are pooled */
+#define RING_POOL_CLASSES 13u /* rings of 4 .. 4096 entries come from slabs */
 #define RING_POOL_TRIM_MS 1000u
+#define RING_POOL_IDLE_MS 100u /* a poll that finds nothing this long after a trim trims */
 #define CAPACITY_MAX (1u << 30)
 #define WAKE_STACK 32
 #define SWEEP_PER_OP 2
@@ -125,13 +135,10 @@ typedef struct mem_layer {
     uint64_t counter;
     char proc[13]; /* 12 random hex characters */
     cch_layer_stats st;
-    /* the ring pool: free rings by log2 of their size, linked through their first
-     * bytes; rings of each size in use by bound channels now and at most since the
-     * last trim */
-    mem_entry *pool[RING_POOL_CLASSES];
-    uint32_t pool_n[RING_POOL_CLASSES], pool_used[RING_POOL_CLASSES];
-    uint32_t pool_peak[RING_POOL_CLASSES];
-    uint64_t pool_trim_at;
+    /* the ring pool: bound channels' rings by log2 of their size, carved out of
+     * slabs mapped apart from the heap (slab.h) */
+    cch__slab_pool pool[RING_POOL_CLASSES];
+    uint64_t pool_trim_at, pool_idle_at; /* trims: the next timed one, the next idle one */
 } mem_layer;
 
 typedef struct wake {
@@ -206,85 +213,54 @@ static inline void ready_remove(cch_receiver *r, mem_channel *ch) {
 
 static inline unsigned ring_class(uint32_t size) { return (unsigned)__builtin_ctz(size); }
 
-/* A pooled ring's first bytes hold the next pooled ring of its class. */
-static inline mem_entry *pool_next(const void *ring) {
-    mem_entry *next;
-    memcpy(&next, ring, sizeof(void *));
-    return next;
-}
-static inline void pool_set_next(void *ring, mem_entry *next) {
-    memcpy(ring, &next, sizeof(void *));
-}
-
-/* A ring of `size` entries for a bound channel: from the pool when it has one. */
+/* A ring of `size` entries for a bound channel, from its class's slabs. */
 static mem_entry *ring_take(mem_layer *l, uint32_t size) {
     unsigned k = ring_class(size);
-    mem_entry *r;
-    if (k < RING_POOL_CLASSES && (r = l->pool[k]) != NULL) {
-        l->pool[k] = pool_next(r);
-        l->pool_n[k]--;
-    } else if (!(r = cch__malloc(sizeof *r * size))) {
-        return NULL;
-    }
-    if (k < RING_POOL_CLASSES && ++l->pool_used[k] > l->pool_peak[k]) l->pool_peak[k] = l->pool_used[k];
-    return r;
+    if (k >= RING_POOL_CLASSES) return cch__malloc(sizeof(mem_entry) * size);
+    return cch__slab_take(&l->pool[k]);
 }
 
-/* Gives back a ring from ring_take: to the pool when `keep`, else to the allocator. */
-static void ring_give(mem_layer *l, mem_entry *r, uint32_t size, bool keep) {
+/* Gives back a ring from ring_take. A slab whose last ring comes back is kept empty
+ * until pool_trim decides whether the next turns need it. */
+static void ring_give(mem_layer *l, mem_entry *r, uint32_t size) {
     unsigned k = ring_class(size);
-    if (k >= RING_POOL_CLASSES) {
-        cch__free(r);
-        return;
-    }
-    l->pool_used[k]--;
-    if (!keep) {
-        cch__free(r);
-        return;
-    }
-    pool_set_next(r, l->pool[k]);
-    l->pool[k] = r;
-    l->pool_n[k]++;
+    if (k >= RING_POOL_CLASSES) cch__free(r);
+    else cch__slab_give(&l->pool[k], r);
 }
 
-/* Frees ch's ring, whichever way it came; a pooled one goes back to the pool when
- * `keep` (a drained ring: the channel will want one of that size again), else to
- * the allocator (a ring it outgrew). */
-static void ring_drop(mem_layer *l, mem_channel *ch, bool keep) {
-    if (ch->pooled) ring_give(l, ch->ring, ch->size, keep);
+/* Frees ch's ring, whichever way it came. */
+static void ring_drop(mem_layer *l, mem_channel *ch) {
+    if (ch->pooled) ring_give(l, ch->ring, ch->size);
     else cch__free(ch->ring);
     ch->ring = NULL;
     ch->size = ch->head = 0;
     ch->pooled = false;
 }
 
-/* Frees the pooled rings that were not in use at once since the last trim: called
- * when a receiver has drained everything (the end of its turn) and, at most once a
- * second, by other operations. In steady fanout the pool keeps exactly the rings one
- * turn needs; after a burst it keeps those of the burst's last turn only. */
+/* Unmaps the empty slabs that were not in use at once since the last trim: called
+ * when a receiver has drained everything (the end of its turn), by a poll that finds
+ * nothing (the host's housekeeping poll of an idle receiver), and, at most once a
+ * second, by other operations. In steady fanout the pool keeps exactly the slabs
+ * one turn needs; after a burst it keeps those of the burst's last turn until
+ * the next trim, and an idle layer (polled with nothing ready) holds no ring. */
 static void pool_trim(mem_layer *l, uint64_t now, bool turn_end) {
     if (!turn_end && now < l->pool_trim_at) return;
     l->pool_trim_at = add_sat(now, RING_POOL_TRIM_MS);
-    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) {
-        uint32_t keep = l->pool_peak[k] - l->pool_used[k];
-        while (l->pool_n[k] > keep) {
-            mem_entry *r = l->pool[k];
-            l->pool[k] = pool_next(r);
-            l->pool_n[k]--;
-            cch__free(r);
-        }
-        l->pool_peak[k] = l->pool_used[k];
-    }
+    l->pool_idle_at = add_sat(now, RING_POOL_IDLE_MS);
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) cch__slab_trim(&l->pool[k], false);
 }
 
 static void pool_free(mem_layer *l) {
-    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) {
-        while (l->pool[k]) {
-            mem_entry *r = l->pool[k];
-            l->pool[k] = pool_next(r);
-            cch__free(r);
-        }
-    }
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) cch__slab_pool_free(&l->pool[k]);
+}
+
+size_t cch__memory_layer_ring_slabs(cch_layer *base) {
+    mem_layer *l = ML(base);
+    size_t n = 0;
+    pthread_mutex_lock(&l->lock);
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++) n += cch__slab_count(&l->pool[k]);
+    pthread_mutex_unlock(&l->lock);
+    return n;
 }
 
 /* ---- channels ------------------------------------------------------------------- */
@@ -315,7 +291,7 @@ static void chan_maybe_free(mem_layer *l, mem_channel *ch) {
     if (ch->owned || ch->count || ch->n_mships) return;
     HASH_DELETE(hh, l->channels, ch);
     list_remove(l, ch);
-    ring_drop(l, ch, true);
+    ring_drop(l, ch);
     cch__free(ch->mships);
     cch__free(ch);
 }
@@ -352,7 +328,7 @@ static int ring_grow(mem_layer *l, mem_channel *ch) {
     mem_entry *nr = pooled ? ring_take(l, nsize) : cch__malloc(sizeof *nr * nsize);
     if (!nr) return CCH_ENOMEM;
     for (uint32_t i = 0; i < ch->count; i++) nr[i] = ch->ring[(ch->head + i) & (ch->size - 1)];
-    if (ch->ring) ring_drop(l, ch, false);
+    if (ch->ring) ring_drop(l, ch);
     ch->ring = nr;
     ch->size = nsize;
     ch->head = 0;
@@ -634,12 +610,15 @@ static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t 
                 unsigned need = start > RING_MIN ? 32u - (unsigned)__builtin_clz(start - 1)
                                                  : RING_MIN_LOG;
                 ch->ring_log = (uint8_t)(need < ring_class(ch->size) ? need : ring_class(ch->size));
-                ring_drop(l, ch, true);
+                ring_drop(l, ch);
             }
         }
         l->st.delivered += n;
         l->st.expired += expired;
         pool_trim(l, now, !r->ready_head);
+    } else { /* nothing ready: a housekeeping poll (an idle receiver) */
+        uint64_t now = l->clock(l->clock_ud);
+        if (now >= l->pool_idle_at) pool_trim(l, now, true);
     }
     pthread_mutex_unlock(&l->lock);
     cch__msg_free_list(fl);
@@ -854,7 +833,7 @@ static void mem_destroy(cch_layer *base) {
     HASH_ITER(hh, l->channels, ch, ct) {
         chan_clear(ch, &fl);
         HASH_DELETE(hh, l->channels, ch);
-        ring_drop(l, ch, true);
+        ring_drop(l, ch);
         cch__free(ch->mships);
         cch__free(ch);
     }
@@ -922,6 +901,8 @@ cch_layer *cch_memory_layer_new(const cch_memory_layer_options *opts) {
                                                        : CCH_MEMORY_DEFAULT_GROUP_EXPIRY_MS;
     l->clock = opts && opts->clock ? opts->clock : monotonic_ms;
     l->clock_ud = opts && opts->clock ? opts->clock_ud : NULL;
+    for (unsigned k = 0; k < RING_POOL_CLASSES; k++)
+        cch__slab_pool_init(&l->pool[k], sizeof(mem_entry) << k);
     random_part(l->proc);
     return &l->base;
 }

@@ -25,6 +25,7 @@
  * beyond max_outbound_bytes closes the connection with 1008. Queue parts come from
  * small per-server pools, so steady fanout allocates nothing per delivery. */
 #include "alloc.h"
+#include "slab.h"
 #include "ws_internal.h"
 
 #include <stdatomic.h>
@@ -61,7 +62,6 @@ struct ws_outq {
     size_t n_items;
     size_t inflight;             /* items at the front handed to uv_write */
     bool writing;
-    ws_outq *next_free;
 };
 
 /* Shared frames' bytes: a block filled from the start, freed with its last frame. */
@@ -157,28 +157,27 @@ size_t ws_frame_header(uint8_t *hdr, int opcode, uint64_t len)
 
 /* ---- pools --------------------------------------------------------------------
  *
- * Queue parts are taken from per-server free lists, so that a fanout, which gives
- * every member a queue in one loop iteration and flushes them all in the next prepare
- * phase, allocates nothing once the lists hold its working set. The lists are not
- * capped while in use; ws_out_trim_pools (from the server's timer, see timer.c) gives
- * back what was not needed since its last call, down to WS_POOL_KEEP of each. */
+ * Queue parts come from per-server slab pools (lib/core/slab.h), mapped apart from
+ * the heap: a fanout gives every member a queue in one loop iteration and flushes
+ * them all in the next prepare phase, so steady fanout allocates nothing once the
+ * slabs hold its working set, and after a storm (say a room's join notices) the
+ * parts do not stay behind as holes in the heap. ws_out_trim_pools (from the server's
+ * timer, see timer.c) unmaps the slabs not needed since its last call, and all empty
+ * ones once the layer has gone quiet. A queue's uv_write_t (made for a partial
+ * write) is freed with it. */
 
-#define WS_POOL_KEEP 64
+void ws_out_init_pools(ws_server *s)
+{
+    cch__slab_pool_init(&s->block_slabs, sizeof(ws_qblock));
+    cch__slab_pool_init(&s->outq_slabs, sizeof(ws_outq));
+}
 
 static ws_qblock *block_get(ws_server *s)
 {
-    ws_qblock *b = s->free_blocks;
-    if (b) {
-        s->free_blocks = b->next;
-        s->n_free_blocks--;
-    } else {
-        b = cch__malloc(sizeof *b);
-        if (!b)
-            return NULL;
-        ws_timer_want_trim(s);
-    }
-    if (++s->blocks_used > s->blocks_peak)
-        s->blocks_peak = s->blocks_used;
+    ws_qblock *b = cch__slab_take(&s->block_slabs);
+    if (!b)
+        return NULL;
+    ws_timer_want_trim(s);
     b->next = NULL;
     b->head = b->tail = 0;
     return b;
@@ -186,10 +185,7 @@ static ws_qblock *block_get(ws_server *s)
 
 static void block_put(ws_server *s, ws_qblock *b)
 {
-    s->blocks_used--;
-    b->next = s->free_blocks;
-    s->free_blocks = b;
-    s->n_free_blocks++;
+    cch__slab_give(&s->block_slabs, b);
 }
 
 static ws_outq *outq_get(ws_conn *c)
@@ -197,22 +193,11 @@ static ws_outq *outq_get(ws_conn *c)
     if (c->outq)
         return c->outq;
     ws_server *s = c->srv;
-    ws_outq *q = s->free_outqs;
-    uv_write_t *req = NULL;
-    if (q) {
-        s->free_outqs = q->next_free;
-        s->n_free_outqs--;
-        req = q->req;
-    } else {
-        q = cch__malloc(sizeof *q);
-        if (!q)
-            return NULL;
-        ws_timer_want_trim(s);
-    }
-    if (++s->outqs_used > s->outqs_peak)
-        s->outqs_peak = s->outqs_used;
+    ws_outq *q = cch__slab_take(&s->outq_slabs);
+    if (!q)
+        return NULL;
+    ws_timer_want_trim(s);
     memset(q, 0, sizeof *q);
-    q->req = req;
     c->outq = q;
     return q;
 }
@@ -228,41 +213,15 @@ static void outq_put(ws_conn *c)
         block_put(s, b);
         b = n;
     }
-    s->outqs_used--;
-    q->next_free = s->free_outqs;
-    s->free_outqs = q;
-    s->n_free_outqs++;
-}
-
-static void free_outq(ws_outq *q)
-{
     cch__free(q->req);
-    cch__free(q);
+    cch__slab_give(&s->outq_slabs, q);
 }
 
-bool ws_out_trim_pools(ws_server *s)
+bool ws_out_trim_pools(ws_server *s, bool all)
 {
-    size_t keep_b = s->blocks_peak > s->blocks_used ? s->blocks_peak - s->blocks_used : 0;
-    size_t keep_q = s->outqs_peak > s->outqs_used ? s->outqs_peak - s->outqs_used : 0;
-    if (keep_b < WS_POOL_KEEP)
-        keep_b = WS_POOL_KEEP;
-    if (keep_q < WS_POOL_KEEP)
-        keep_q = WS_POOL_KEEP;
-    while (s->n_free_blocks > keep_b) {
-        ws_qblock *b = s->free_blocks;
-        s->free_blocks = b->next;
-        s->n_free_blocks--;
-        cch__free(b);
-    }
-    while (s->n_free_outqs > keep_q) {
-        ws_outq *q = s->free_outqs;
-        s->free_outqs = q->next_free;
-        s->n_free_outqs--;
-        free_outq(q);
-    }
-    s->blocks_peak = s->blocks_used;
-    s->outqs_peak = s->outqs_used;
-    return s->n_free_blocks > WS_POOL_KEEP || s->n_free_outqs > WS_POOL_KEEP;
+    cch__slab_trim(&s->block_slabs, all);
+    cch__slab_trim(&s->outq_slabs, all);
+    return s->block_slabs.n_empty || s->outq_slabs.n_empty;
 }
 
 void ws_out_free_pools(ws_server *s)
@@ -271,18 +230,8 @@ void ws_out_free_pools(ws_server *s)
         arena_unref(s->arena);
         s->arena = NULL;
     }
-    while (s->free_blocks) {
-        ws_qblock *b = s->free_blocks;
-        s->free_blocks = b->next;
-        cch__free(b);
-    }
-    s->n_free_blocks = 0;
-    while (s->free_outqs) {
-        ws_outq *q = s->free_outqs;
-        s->free_outqs = q->next_free;
-        free_outq(q);
-    }
-    s->n_free_outqs = 0;
+    cch__slab_pool_free(&s->block_slabs);
+    cch__slab_pool_free(&s->outq_slabs);
 }
 
 /* ---- items ------------------------------------------------------------------- */

@@ -156,11 +156,20 @@ static void dispatch(ws_server *s)
             return;
         }
         done += (size_t)n;
+        if (n > 0)
+            ws_timer_want_idle_poll(s);
         if ((size_t)n < want)
             return;
         flush_dirty(s);
     }
     uv_async_send(&s->async); /* more pending: continue next iteration */
+}
+
+void ws_server_idle_poll(ws_server *s)
+{
+    dispatch(s);
+    if (!s->idle_poll_at)       /* nothing came: quiet */
+        ws_out_trim_pools(s, true);
 }
 
 /* ---- reading --------------------------------------------------------------------- */
@@ -424,6 +433,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     ws_server *s = cch__calloc(1, sizeof *s);
     if (!s)
         return CCH_ENOMEM;
+    ws_out_init_pools(s);
     /* Log through the caller's sink while the options are checked. */
     if (opts) {
         s->opts.log = opts->log;

@@ -6,8 +6,9 @@
  * tail keeps it sorted by deadline; a connection that shows activity moves to the
  * tail in O(1). One uv_timer per server fires at the earliest head. This keeps the
  * cost of an idle connection to two pointers and a deadline. The same timer trims
- * the output pools (output.c) about once a second while they hold more than they
- * keep at rest. */
+ * the output pools (output.c) about once a second while they hold parts not in use,
+ * and polls the layer once deliveries have stopped for WS_IDLE_POLL_MS,
+ * so that it can give back what its busy turns needed (ws_server_idle_poll). */
 #include "ws_internal.h"
 
 #define WS_POOL_TRIM_MS 1000
@@ -35,7 +36,11 @@ static void timer_cb(uv_timer_t *t)
     s->timer_due = UINT64_MAX;
     uint64_t now = uv_now(s->loop);
     if (s->pool_trim_at && s->pool_trim_at <= now)
-        s->pool_trim_at = ws_out_trim_pools(s) ? now + WS_POOL_TRIM_MS : 0;
+        s->pool_trim_at = ws_out_trim_pools(s, false) ? now + WS_POOL_TRIM_MS : 0;
+    if (s->idle_poll_at && s->idle_poll_at <= now) {
+        s->idle_poll_at = 0;
+        ws_server_idle_poll(s);
+    }
     for (int which = 1; which < WS_TL_COUNT; which++) {
         ws_conn *c;
         while ((c = s->lists[which].head) != NULL && c->deadline <= now) {
@@ -53,6 +58,8 @@ void ws_timer_rearm(ws_server *s)
     if (uv_is_closing((uv_handle_t *)&s->timer))
         return;
     uint64_t due = s->pool_trim_at ? s->pool_trim_at : UINT64_MAX;
+    if (s->idle_poll_at && s->idle_poll_at < due)
+        due = s->idle_poll_at;
     for (int which = 1; which < WS_TL_COUNT; which++) {
         ws_conn *c = s->lists[which].head;
         if (c && c->deadline < due)
@@ -67,6 +74,16 @@ void ws_timer_rearm(ws_server *s)
     }
     uint64_t now = uv_now(s->loop);
     uv_timer_start(&s->timer, timer_cb, due > now ? due - now : 0, 0);
+}
+
+void ws_timer_want_idle_poll(ws_server *s)
+{
+    if (s->stopping)
+        return;
+    bool armed = s->idle_poll_at != 0;
+    s->idle_poll_at = uv_now(s->loop) + WS_IDLE_POLL_MS;
+    if (!armed && s->idle_poll_at < s->timer_due)  /* a later one: the timer re-arms */
+        ws_timer_rearm(s);
 }
 
 void ws_timer_want_trim(ws_server *s)

@@ -17,6 +17,7 @@
 
 #include "cchannels/app.h"
 #include "cchannels/ws.h"
+#include "slab.h"
 
 typedef struct cch_ws_server ws_server;
 typedef struct ws_conn ws_conn;
@@ -109,13 +110,10 @@ struct cch_ws_server {
     ws_input *spare_ctx;         /* one clean wslay parser kept for reuse */
 
     /* output: pools of queue parts, and the scratch iovec for one writev */
-    ws_qblock *free_blocks;
-    size_t n_free_blocks;
-    ws_outq *free_outqs;
-    size_t n_free_outqs;
-    size_t blocks_used, blocks_peak;   /* in queues now / most since the last trim */
-    size_t outqs_used, outqs_peak;
-    uint64_t pool_trim_at;       /* when ws_out_trim_pools runs next (0: not armed) */
+    cch__slab_pool block_slabs;  /* ws_qblock */
+    cch__slab_pool outq_slabs;   /* ws_outq */
+    uint64_t pool_trim_at;       /* when the housekeeping tick runs next (0: not armed) */
+    uint64_t idle_poll_at;       /* when ws_server_idle_poll runs (0: not armed) */
     int dispatch_due;            /* the layer woke us (atomic): dispatch in prepare */
     struct ws_arena *arena;      /* output.c: where shared frames are being laid out */
     uv_buf_t iov[WS_IOV_MAX];
@@ -153,6 +151,11 @@ void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
  * prepare phase dispatches them after this iteration's reads, and signals s->async
  * (which wakes a blocked loop and dispatches too). */
 void ws_server_wakeup(ws_server *s);
+/* Polls the layer with nothing pending (timer.c, WS_IDLE_POLL_MS after the last
+ * delivery), so that a layer can give back what its busy turns needed (the in-memory
+ * layer's ring slabs) once the app has gone quiet. */
+#define WS_IDLE_POLL_MS 250
+void ws_server_idle_poll(ws_server *s);
 /* Finishes a stopping server once its last connection is gone. */
 void ws_server_maybe_done(ws_server *s);
 /* Takes a connected stream socket as a new client, as if the listener had accepted
@@ -279,10 +282,13 @@ bool ws_out_writing(const ws_conn *c);
 void ws_out_free(ws_conn *c);
 /* Frees the pools (server teardown). */
 void ws_out_free_pools(ws_server *s);
-/* Gives back the pooled queue parts that were not needed since the last call
- * (timer.c calls it about once a second while there are any). Returns true when the
- * pools still hold more than they keep at rest. */
-bool ws_out_trim_pools(ws_server *s);
+/* Sets up the pools (server start). */
+void ws_out_init_pools(ws_server *s);
+/* Gives back the pooled queue parts that were not needed since the last call (all
+ * that are not in use when `all`); timer.c calls it about once a second while there
+ * are any, and with `all` once the layer has gone quiet. Returns true when the pools
+ * still hold parts not in use. */
+bool ws_out_trim_pools(ws_server *s, bool all);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
 /* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
@@ -290,6 +296,8 @@ bool ws_out_trim_pools(ws_server *s);
 void ws_timer_set(ws_conn *c, int which, uint32_t ms);
 /* Re-arms the server's timer for the earliest deadline. */
 void ws_timer_rearm(ws_server *s);
+/* Asks for ws_server_idle_poll WS_IDLE_POLL_MS from now (the layer just delivered). */
+void ws_timer_want_idle_poll(ws_server *s);
 /* Asks for a trim of the output pools in about a second (no-op when one is due). */
 void ws_timer_want_trim(ws_server *s);
 /* The timer callback's work for one expired connection. */
