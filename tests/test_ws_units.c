@@ -1,6 +1,7 @@
 /* tests/test_ws_units.c - the WebSocket adapter's pure parts, without sockets.
  *
- * The accept key (RFC 6455's example), key validation, header token lists, the frame
+ * SHA-1 (FIPS 180 vectors, every padding boundary), the accept key (RFC 6455's
+ * example), key validation, header token lists, the frame
  * header encoding (every length boundary), content types, and the static path
  * sanitiser (traversal, escapes, backslashes). */
 #include <setjmp.h>
@@ -19,6 +20,70 @@ static void test_accept_key_rfc_example(void **state)
     char out[29];
     assert_int_equal(ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, out), 0);
     assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+static void hex20(const uint8_t md[20], char out[41])
+{
+    for (int i = 0; i < 20; i++) {
+        out[2 * i] = "0123456789abcdef"[md[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[md[i] & 15];
+    }
+    out[40] = '\0';
+}
+
+static void test_sha1_vectors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *hex;
+    } v[] = {
+        {"", "da39a3ee5e6b4b0d3255bfef95601890afd80709"},
+        {"abc", "a9993e364706816aba3e25717850c26c9cd0d89d"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "84983e441c3bd26ebaae4aa1f95129e5e54670f1"},
+        {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopq"
+         "klmnopqrlmnopqrsmnopqrstnopqrstu",
+         "a49b2446a02c645bf419f995b67091253a04a259"},
+    };
+    uint8_t md[20];
+    char hex[41];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        ws_sha1(v[i].in, strlen(v[i].in), md);
+        hex20(md, hex);
+        assert_string_equal(hex, v[i].hex);
+    }
+    /* a million 'a' (FIPS 180-2 appendix A.3), fed as one buffer */
+    static char million[1000000];
+    memset(million, 'a', sizeof million);
+    ws_sha1(million, sizeof million, md);
+    hex20(md, hex);
+    assert_string_equal(hex, "34aa973cd4c4daa4f61eeb2bdbad27316534016f");
+}
+
+static void test_sha1_padding_boundaries(void **state)
+{
+    (void)state;
+    /* lengths around the one-or-two padding blocks split (55/56 bytes) and a block
+     * (64): the digests of "aaa..." computed with sha1sum */
+    static const struct {
+        size_t len;
+        const char *hex;
+    } v[] = {
+        {55, "c1c8bbdc22796e28c0e15163d20899b65621d65a"},
+        {56, "c2db330f6083854c99d4b5bfb6e8f29f201be699"},
+        {63, "03f09f5b158a7a8cdad920bddc29b81c18a551f5"},
+        {64, "0098ba824b5c16427bd7a1122a5a442a25ec644d"},
+        {65, "11655326c708d70319be2610e8a57d9a5b959d3b"},
+    };
+    char a[65];
+    memset(a, 'a', sizeof a);
+    uint8_t md[20];
+    char hex[41];
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        ws_sha1(a, v[i].len, md);
+        hex20(md, hex);
+        assert_string_equal(hex, v[i].hex);
+    }
 }
 
 static void test_accept_key_too_long(void **state)
@@ -164,6 +229,8 @@ static void test_reasons(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha1_vectors),
+        cmocka_unit_test(test_sha1_padding_boundaries),
         cmocka_unit_test(test_accept_key_rfc_example),
         cmocka_unit_test(test_accept_key_too_long),
         cmocka_unit_test(test_key_valid),

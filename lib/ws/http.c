@@ -7,10 +7,7 @@
  * cch_conn_open, or a plain GET/HEAD served from the static directory. Every failure
  * gets a complete HTTP answer with "Connection: close".
  *
- * The accept key is SHA-1 and base64 from libcrypto. SHA-1 comes from its low-level
- * SHA1_* functions, not EVP: EVP_Digest loads libcrypto's provider machinery on first
- * use, about 2 MiB of resident code and data in a server that holds only small
- * connections; the low-level functions cost about 0.25 MiB. */
+ * The accept key is SHA-1 (sha1.c, not libcrypto: see there) and base64. */
 #include "alloc.h"
 #include "ws_internal.h"
 
@@ -20,12 +17,6 @@
 #include <unistd.h>
 
 #include <llhttp.h>
-/* SHA1_Init/Update/Final are deprecated in OpenSSL 3 in favour of EVP (see above). */
-#ifndef OPENSSL_SUPPRESS_DEPRECATED
-#define OPENSSL_SUPPRESS_DEPRECATED 1
-#endif
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 
 #define WS_MAX_HEADERS 100
 
@@ -106,6 +97,8 @@ bool ws_header_has_token(const char *v, size_t len, const char *token)
     return false;
 }
 
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 static int b64val(char ch)
 {
     if (ch >= 'A' && ch <= 'Z') return ch - 'A';
@@ -132,17 +125,19 @@ int ws_accept_key(const char *key, size_t len, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     unsigned char in[128];
-    unsigned char md[SHA_DIGEST_LENGTH];
+    uint8_t md[21]; /* the digest, and a zero byte so that it is 7 groups of 3 */
     if (len > sizeof in - (sizeof guid - 1))
         return CCH_EINVAL;
     memcpy(in, key, len);
     memcpy(in + len, guid, sizeof guid - 1);
-    SHA_CTX ctx;
-    if (SHA1_Init(&ctx) != 1 || SHA1_Update(&ctx, in, len + sizeof guid - 1) != 1 ||
-        SHA1_Final(md, &ctx) != 1)
-        return CCH_EIO;
-    if (EVP_EncodeBlock((unsigned char *)out, md, 20) != 28)
-        return CCH_EIO;
+    ws_sha1(in, len + sizeof guid - 1, md);
+    md[20] = 0;
+    for (int i = 0; i < 7; i++) {
+        uint32_t v = (uint32_t)md[3 * i] << 16 | (uint32_t)md[3 * i + 1] << 8 | md[3 * i + 2];
+        for (int j = 0; j < 4; j++)
+            out[4 * i + j] = b64chars[(v >> (18 - 6 * j)) & 63];
+    }
+    out[27] = '='; /* 20 bytes: the last group holds 2, padded with one '=' */
     out[28] = '\0';
     return 0;
 }
