@@ -451,12 +451,14 @@ static void test_new_channel_names(void **state) {
     cch_layer *l = new_layer(0, 0, 0);
     char a[CCH_NAME_BUF], b[CCH_NAME_BUF];
     chan(l, NULL, NULL, a);
-    /* "specific." + 12 hex + "!" + 16 hex */
-    assert_int_equal(strlen(a), 9 + 12 + 1 + 16);
+    /* "specific." + 12 hex + "!" + a counter in hex (no leading zeros: short names
+     * keep idle channels small) */
+    assert_in_range(strlen(a), 9 + 12 + 1 + 1, 9 + 12 + 1 + 16);
     assert_memory_equal(a, "specific.", 9);
     assert_true(is_hex(a + 9, 12));
     assert_int_equal(a[21], '!');
-    assert_true(is_hex(a + 22, 16));
+    assert_true(is_hex(a + 22, strlen(a) - 22));
+    assert_true(strlen(a) == 23 || a[22] != '0');
     assert_true(cch_valid_channel_name(a));
     chan(l, NULL, NULL, b);
     assert_string_not_equal(a, b);
@@ -483,18 +485,19 @@ static void test_new_channel_names(void **state) {
     char p69[80], p70[80];
     name_of_len(p69, 69, 'p');
     name_of_len(p70, 70, 'p');
+    /* a prefix is refused when the longest name it could make is too long */
     assert_int_equal(cch_layer_new_channel(l, p69, NULL, NULL, b, sizeof b), 0);
-    assert_int_equal(strlen(b), CCH_NAME_MAX);
+    assert_in_range(strlen(b), 69 + 1 + 12 + 1 + 1, CCH_NAME_MAX);
     assert_true(cch_valid_channel_name(b));
     assert_int_equal(cch_layer_new_channel(l, p70, NULL, NULL, b, sizeof b), CCH_ENAME);
     assert_int_equal(cch_layer_new_channel(l, "bad prefix", NULL, NULL, b, sizeof b), CCH_ENAME);
     assert_int_equal(cch_layer_new_channel(l, "x!y", NULL, NULL, b, sizeof b), CCH_ENAME);
-    /* the buffer must hold the name and its NUL */
+    /* the buffer must hold the longest name and its NUL */
     memset(b, 'Z', sizeof b);
     assert_int_equal(cch_layer_new_channel(l, "ab", NULL, NULL, b, 2 + 30), CCH_ETOOBIG);
     assert_int_equal(b[0], '\0');
     assert_int_equal(cch_layer_new_channel(l, "ab", NULL, NULL, b, 2 + 31), 0);
-    assert_int_equal(strlen(b), 32);
+    assert_in_range(strlen(b), 2 + 1 + 12 + 1 + 1, 32);
     assert_int_equal(cch_layer_new_channel(l, "ab", NULL, NULL, b, 0), CCH_ETOOBIG);
     cch_layer_unref(l);
 }
@@ -817,6 +820,60 @@ static void test_receiver_free_unbinds(void **state) {
 }
 
 /* ---- groups -------------------------------------------------------------------------- */
+
+/* A channel in many groups: the first membership is kept inline, the others in an
+ * array that grows and shrinks; discards in every position (first, middle, last) and
+ * the swap-removes in the groups' member arrays keep every index right. */
+static void test_many_memberships(void **state) {
+    (void)state;
+    cch_layer *l = new_layer(0, 0, 0);
+    enum { NG = 9, NC = 4 };
+    char c[NC][CCH_NAME_BUF], g[NG][8];
+    for (int i = 0; i < NC; i++) chan(l, NULL, NULL, c[i]);
+    for (int j = 0; j < NG; j++) {
+        snprintf(g[j], sizeof g[j], "g%d", j);
+        for (int i = 0; i < NC; i++) assert_int_equal(cch_layer_group_add(l, g[j], c[i]), 0);
+        assert_int_equal(cch_layer_group_add(l, g[j], c[0]), 0); /* renew: still one */
+    }
+    bool in[NC][NG];
+    for (int i = 0; i < NC; i++)
+        for (int j = 0; j < NG; j++) in[i][j] = true;
+    /* c[0] leaves its first group, then a middle one, then its last; c[1] the
+     * others' way round; c[2] everything but g4 */
+    static const int drops[][2] = {{0, 0}, {0, 4}, {0, 8}, {1, 8}, {1, 7}, {1, 0},
+                                   {2, 0}, {2, 1}, {2, 2}, {2, 3}, {2, 5}, {2, 6},
+                                   {2, 7}, {2, 8}, {0, 4}};
+    cch_msg *m = msg("x");
+    for (size_t d = 0; d < sizeof drops / sizeof drops[0]; d++) {
+        int i = drops[d][0], j = drops[d][1];
+        assert_int_equal(cch_layer_group_discard(l, g[j], c[i]), 0);
+        in[i][j] = false;
+        for (int jj = 0; jj < NG; jj++) {
+            members mem = {0};
+            assert_int_equal(cch_layer_group_members(l, g[jj], members_fn, &mem), 0);
+            for (int ii = 0; ii < NC; ii++)
+                assert_int_equal(members_has(&mem, c[ii]), in[ii][jj]);
+        }
+    }
+    /* every group still reaches exactly its members */
+    for (int j = 0; j < NG; j++) {
+        cch_group_send_result res;
+        assert_int_equal(cch_layer_group_send(l, g[j], m, NULL, &res), 0);
+        size_t want = 0;
+        for (int i = 0; i < NC; i++) want += in[i][j];
+        assert_int_equal(res.delivered, want);
+        for (int i = 0; i < NC; i++)
+            if (in[i][j]) expect_receive(l, c[i], m);
+        for (int i = 0; i < NC; i++) expect_empty(l, c[i]);
+    }
+    /* a released channel that is still in groups lives on; the last discard frees it */
+    assert_int_equal(cch_layer_release_channel(l, c[2]), 0);
+    assert_int_equal(cch_layer_group_discard(l, g[4], c[2]), 0);
+    for (int i = 0; i < NC; i++)
+        if (i != 2) assert_int_equal(cch_layer_release_channel(l, c[i]), 0);
+    cch_msg_unref(m);
+    cch_layer_unref(l);
+}
 
 static void test_group_send_basic(void **state) {
     (void)state;
@@ -1638,6 +1695,7 @@ int main(void) {
         cmocka_unit_test(test_release_channel),
         cmocka_unit_test(test_poll_and_wakeup),
         cmocka_unit_test(test_receiver_free_unbinds),
+        cmocka_unit_test(test_many_memberships),
         cmocka_unit_test(test_group_send_basic),
         cmocka_unit_test(test_group_exclude),
         cmocka_unit_test(test_group_full_members),

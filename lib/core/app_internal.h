@@ -87,8 +87,8 @@ enum cch__conn_state {
 };
 
 /* Bytes of a channel name kept inside the connection; a longer name (a layer with
- * long prefixes) gets a heap buffer of CCH_NAME_BUF. The memory layer's names are 38
- * bytes ("specific.<12 hex>!<16 hex>"). */
+ * long prefixes) gets a heap buffer of CCH_NAME_BUF. The memory layer's names are 23
+ * to 38 bytes ("specific.<12 hex>!<counter in hex>"). */
 #define CCH__CONN_NAME_INLINE 48
 
 /* One connection: a single allocation holding this struct, then the consumer's

@@ -79,7 +79,7 @@ typedef struct mem_member {
 
 typedef struct mem_mship {
     mem_group *g;
-    size_t idx; /* index of this channel in g->members */
+    uint32_t idx; /* index of this channel in g->members */
 } mem_mship;
 
 struct mem_channel {
@@ -97,10 +97,13 @@ struct mem_channel {
     mem_channel *rnext, *rprev; /* the receiver's ready list */
     /* cold */
     mem_channel *lnext, *lprev; /* the receiver's bound list, or the layer's unbound list */
-    mem_mship *mships;
-    uint32_t n_mships, cap_mships;
-    UT_hash_handle hh;
-    size_t name_len;
+    /* memberships: the first inline (most channels join one group), the others in
+     * `more`, whose capacity is the power of two at or above their count */
+    mem_group *g0;
+    uint32_t idx0;              /* index of this channel in g0->members */
+    uint32_t n_mships;
+    mem_mship *more;            /* n_mships - 1 entries */
+    UT_hash_handle hh;          /* the name's length is hh.keylen */
     char name[];
 };
 
@@ -276,7 +279,6 @@ static mem_channel *chan_create(mem_layer *l, const char *name, size_t len) {
     mem_channel *ch = cch__calloc(1, sizeof *ch + len + 1);
     if (!ch) return NULL;
     memcpy(ch->name, name, len);
-    ch->name_len = len;
     HASH_ADD_KEYPTR(hh, l->channels, ch->name, len, ch);
     if (!ch->hh.tbl) { /* uthash ran out of memory; ch is not in the table */
         cch__free(ch);
@@ -292,7 +294,7 @@ static void chan_maybe_free(mem_layer *l, mem_channel *ch) {
     HASH_DELETE(hh, l->channels, ch);
     list_remove(l, ch);
     ring_drop(l, ch);
-    cch__free(ch->mships);
+    cch__free(ch->more);
     cch__free(ch);
 }
 
@@ -382,23 +384,68 @@ static void group_free(mem_layer *l, mem_group *g) {
     cch__free(g);
 }
 
-static mem_mship *mship_find(mem_channel *ch, mem_group *g) {
-    for (uint32_t i = 0; i < ch->n_mships; i++)
-        if (ch->mships[i].g == g) return &ch->mships[i];
+/* Where ch's membership of g keeps its index in g->members, or NULL. */
+static uint32_t *mship_find(mem_channel *ch, mem_group *g) {
+    if (!ch->n_mships) return NULL;
+    if (ch->g0 == g) return &ch->idx0;
+    for (uint32_t i = 0; i + 1 < ch->n_mships; i++)
+        if (ch->more[i].g == g) return &ch->more[i].idx;
     return NULL;
+}
+
+/* Records ch's membership of g at index idx. Returns 0 or CCH_ENOMEM. */
+static int mship_add(mem_channel *ch, mem_group *g, uint32_t idx) {
+    uint32_t k = ch->n_mships ? ch->n_mships - 1 : 0; /* entries in `more` */
+    if (!ch->n_mships) {
+        ch->g0 = g;
+        ch->idx0 = idx;
+    } else {
+        if (k == UINT32_MAX - 1) return CCH_ENOMEM;
+        if ((k & (k - 1)) == 0) { /* full: 0 or a power of two */
+            mem_mship *nm = cch__realloc(ch->more, (k ? 2 * (size_t)k : 1) * sizeof *nm);
+            if (!nm) return CCH_ENOMEM;
+            ch->more = nm;
+        }
+        ch->more[k] = (mem_mship){g, idx};
+    }
+    ch->n_mships++;
+    return 0;
+}
+
+/* Forgets ch's membership of g (the last one takes its place). */
+static void mship_remove(mem_channel *ch, mem_group *g) {
+    uint32_t n = ch->n_mships, i = 0; /* i: 0 the inline one, j + 1 more[j] */
+    if (!n) return;
+    if (ch->g0 != g) {
+        for (i = 1; i < n && ch->more[i - 1].g != g; i++) {}
+        if (i == n) return;
+    }
+    if (n > 1) {
+        mem_mship last = ch->more[n - 2];
+        if (i == 0) {
+            ch->g0 = last.g;
+            ch->idx0 = last.idx;
+        } else {
+            ch->more[i - 1] = last;
+        }
+    }
+    if (n == 2) {
+        cch__free(ch->more);
+        ch->more = NULL;
+    }
+    ch->n_mships = n - 1;
 }
 
 /* Removes member i of g (swap-remove) and frees its channel if nothing keeps it.
  * Does not free g. */
 static void member_remove(mem_layer *l, mem_group *g, size_t i) {
     mem_channel *ch = g->members[i].ch;
-    mem_mship *ms = mship_find(ch, g);
-    if (ms) *ms = ch->mships[--ch->n_mships];
+    mship_remove(ch, g);
     size_t last = g->n - 1;
     if (i != last) {
         g->members[i] = g->members[last];
-        mem_mship *moved = mship_find(g->members[i].ch, g);
-        if (moved) moved->idx = i;
+        uint32_t *moved = mship_find(g->members[i].ch, g);
+        if (moved) *moved = (uint32_t)i;
     }
     g->n--;
     chan_maybe_free(l, ch);
@@ -460,7 +507,8 @@ static int mem_new_channel(cch_layer *base, const char *prefix, cch_receiver *r,
     sweep(l, now, &fl);
     pool_trim(l, now, false);
     do {
-        snprintf(buf, sizeof buf, "%s.%s!%016" PRIx64, prefix, l->proc, l->counter++);
+        len = (size_t)snprintf(buf, sizeof buf, "%s.%s!%" PRIx64, prefix, l->proc,
+                               l->counter++);
     } while (chan_find(l, buf, len));
     ch = chan_create(l, buf, len);
     if (ch) {
@@ -636,13 +684,14 @@ static int mem_group_add(cch_layer *base, const char *group, const char *channel
     sweep(l, now, &fl);
     mem_group *g = group_find(l, group, glen);
     mem_channel *ch = chan_find(l, channel, clen);
-    mem_mship *ms = g && ch ? mship_find(ch, g) : NULL;
+    uint32_t *ms = g && ch ? mship_find(ch, g) : NULL;
     if (ms) { /* already a member: renew */
-        g->members[ms->idx].expires_at = exp;
+        g->members[*ms].expires_at = exp;
         goto out;
     }
     if (!g && !(g = group_create(l, group, glen))) goto oom;
     if (!ch && !(ch = chan_create(l, channel, clen))) goto oom;
+    if (g->n == UINT32_MAX) goto oom; /* member indexes are 32-bit */
     if (g->n == g->cap) {
         size_t ncap = g->cap ? g->cap * 2 : 4;
         mem_member *nm = cch__realloc(g->members, ncap * sizeof *nm);
@@ -650,15 +699,8 @@ static int mem_group_add(cch_layer *base, const char *group, const char *channel
         g->members = nm;
         g->cap = ncap;
     }
-    if (ch->n_mships == ch->cap_mships) {
-        uint32_t ncap = ch->cap_mships ? ch->cap_mships * 2 : 1; /* most join one group */
-        mem_mship *nm = cch__realloc(ch->mships, ncap * sizeof *nm);
-        if (!nm) goto oom;
-        ch->mships = nm;
-        ch->cap_mships = ncap;
-    }
+    if (mship_add(ch, g, (uint32_t)g->n) < 0) goto oom;
     g->members[g->n] = (mem_member){ch, exp};
-    ch->mships[ch->n_mships++] = (mem_mship){g, g->n};
     g->n++;
     goto out;
 oom: /* undo what this call created */
@@ -676,9 +718,9 @@ static int mem_group_discard(cch_layer *base, const char *group, const char *cha
     pthread_mutex_lock(&l->lock);
     mem_group *g = group_find(l, group, strlen(group));
     mem_channel *ch = g ? chan_find(l, channel, strlen(channel)) : NULL;
-    mem_mship *ms = ch ? mship_find(ch, g) : NULL;
+    uint32_t *ms = ch ? mship_find(ch, g) : NULL;
     if (ms) {
-        member_remove(l, g, ms->idx);
+        member_remove(l, g, *ms);
         if (!g->n) group_free(l, g);
     }
     pthread_mutex_unlock(&l->lock);
@@ -781,7 +823,7 @@ static int mem_group_members(cch_layer *base, const char *group, cch_members_fn 
                 l->st.groups_expired++;
                 continue;
             }
-            bytes += g->members[i].ch->name_len + 1;
+            bytes += g->members[i].ch->hh.keylen + 1u;
             i++;
         }
         n = g->n;
@@ -797,8 +839,8 @@ static int mem_group_members(cch_layer *base, const char *group, cch_members_fn 
             for (size_t i = 0; i < n; i++) {
                 mem_channel *ch = g->members[i].ch;
                 names[i] = p;
-                memcpy(p, ch->name, ch->name_len + 1);
-                p += ch->name_len + 1;
+                memcpy(p, ch->name, ch->hh.keylen + 1u);
+                p += ch->hh.keylen + 1u;
             }
         }
     }
@@ -834,7 +876,7 @@ static void mem_destroy(cch_layer *base) {
         chan_clear(ch, &fl);
         HASH_DELETE(hh, l->channels, ch);
         ring_drop(l, ch);
-        cch__free(ch->mships);
+        cch__free(ch->more);
         cch__free(ch);
     }
     pool_free(l);
