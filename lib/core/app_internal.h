@@ -88,12 +88,15 @@ enum cch__conn_state {
 
 /* Bytes of a channel name kept inside the connection; a longer name (a layer with
  * long prefixes) gets a heap buffer of CCH_NAME_BUF. The memory layer's names are 23
- * to 38 bytes ("specific.<12 hex>!<counter in hex>"). */
-#define CCH__CONN_NAME_INLINE 48
+ * to 38 bytes ("specific.<12 hex>!<counter in hex>"); what the name leaves free holds
+ * the names of the groups joined while they fit (a chat room's one group, usually).
+ * 56 keeps the struct a multiple of 16 bytes on LP64. */
+#define CCH__CONN_NAME_INLINE 56
 
 /* One connection: a single allocation holding this struct, then the consumer's
- * state (aligned), so an idle connection costs this struct, its scope buffer, one
- * buffer of joined group names and what the layer keeps for its channel. */
+ * state (aligned), so an idle connection costs this struct, its scope buffer, what
+ * the layer keeps for its channel and, when they do not fit in channel_buf, one
+ * buffer of joined group names. */
 struct cch_conn {
     cch_app *app;
     const cch__route_entry *route;    /* NULL when rejected before routing */
@@ -101,7 +104,9 @@ struct cch_conn {
     void *tctx;
     char *channel;                    /* channel_buf, or a heap buffer; "" if none */
     char *groups;                     /* the groups joined with cch_group_add: names,
-                                         each NUL-terminated, back to back */
+                                         each NUL-terminated, back to back; in
+                                         channel_buf after the channel's name while
+                                         they fit, else a heap buffer */
     uint32_t groups_len;              /* bytes used in `groups` */
     uint32_t n_groups;
     uint8_t state;                    /* enum cch__conn_state */

@@ -5,7 +5,7 @@
  * States: pending -> accepted -> closing -> gone, or pending -> rejected -> gone.
  * A connection is one allocation (struct cch_conn with its channel's name, then the
  * consumer's state); its scope keeps one more buffer, and the names of the groups it
- * joined share one more. */
+ * joined share the rest of the name's buffer, or one more when they do not fit. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +20,34 @@
 #define CLOSE_REASON_MAX 123
 
 /* ---- helpers ---------------------------------------------------------------------- */
+
+/* Whether c->groups lives in channel_buf (after the channel's name). */
+static bool groups_inline(const cch_conn *c) {
+    uintptr_t g = (uintptr_t)c->groups, b = (uintptr_t)c->channel_buf;
+    return g >= b && g < b + sizeof c->channel_buf;
+}
+
+static void groups_free(cch_conn *c) {
+    if (!groups_inline(c)) cch__free(c->groups);
+    c->groups = NULL;
+}
+
+/* Makes room for `need` bytes of group names: in channel_buf after the channel's name
+ * while they fit, else on the heap (what is there is kept). Returns 0 or CCH_ENOMEM. */
+static int groups_reserve(cch_conn *c, size_t need) {
+    if (c->channel == c->channel_buf && (!c->groups || groups_inline(c))) {
+        size_t at = strlen(c->channel_buf) + 1;
+        if (need <= sizeof c->channel_buf - at) {
+            c->groups = c->channel_buf + at;
+            return 0;
+        }
+    }
+    char *grown = cch__realloc(groups_inline(c) ? NULL : c->groups, need);
+    if (!grown) return CCH_ENOMEM;
+    if (groups_inline(c)) memcpy(grown, c->groups, c->groups_len);
+    c->groups = grown;
+    return 0;
+}
 
 static void reject_now(cch_conn *c, int status) {
     c->state = CCH__CONN_REJECTED;
@@ -142,7 +170,7 @@ void cch_conn_disconnected(cch_conn *c, int code) {
             cch__app_log(app, CCH_LOG_WARN, "leaving group %s failed: %s", g, cch_strerror(rc));
         off += (uint32_t)strlen(g) + 1;
     }
-    cch__free(c->groups);
+    groups_free(c);
     if (c->has_channel) {
         int rc = cch_layer_release_channel(app->layer, c->channel);
         if (rc < 0)
@@ -360,11 +388,10 @@ int cch_group_add(cch_conn *c, const char *group) {
         return cch_layer_group_add(c->app->layer, group, c->channel);
     size_t n = strlen(group) + 1; /* <= CCH_NAME_BUF */
     if (c->groups_len > UINT32_MAX - n) return CCH_ENOMEM;
-    char *grown = cch__realloc(c->groups, c->groups_len + n);
-    if (!grown) return CCH_ENOMEM;
-    c->groups = grown;
-    int rc = cch_layer_group_add(c->app->layer, group, c->channel);
-    if (rc < 0) return rc; /* the buffer may have grown: harmless */
+    int rc = groups_reserve(c, c->groups_len + n);
+    if (rc < 0) return rc;
+    rc = cch_layer_group_add(c->app->layer, group, c->channel);
+    if (rc < 0) return rc; /* the buffer may have grown or moved: harmless */
     memcpy(c->groups + c->groups_len, group, n);
     c->groups_len += (uint32_t)n;
     c->n_groups++;
@@ -381,10 +408,7 @@ int cch_group_discard(cch_conn *c, const char *group) {
         memmove(c->groups + off, c->groups + off + n, c->groups_len - (uint32_t)off - n);
         c->groups_len -= n;
         c->n_groups--;
-        if (c->groups_len == 0) {
-            cch__free(c->groups);
-            c->groups = NULL;
-        }
+        if (c->groups_len == 0) groups_free(c);
     }
     return cch_layer_group_discard(c->app->layer, group, c->channel);
 }
