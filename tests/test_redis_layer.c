@@ -1,7 +1,8 @@
 /* tests/test_redis_layer.c - the Redis layer against real redis-servers, each started
  * by the test on a free loopback port (persistence off) and stopped at the end:
  * send and receive, group_send to members spread over two layer instances (one queue
- * entry per process, checked in Redis), capacity, expiry and group_expiry (with the
+ * entry per process, checked in Redis), capacity, a sender outrunning a receiving
+ * process (backpressure: nothing lost or reordered), expiry and group_expiry (with the
  * refresh of live memberships), sharding over two servers, a server restarted in the
  * middle of traffic, and the pub/sub format. Skips (77) without redis-server.
  *
@@ -390,6 +391,70 @@ static void test_capacity(void **state) {
     cch_layer_unref(a);
 }
 
+/* A sender that outruns another process: its queue key (capacity 5) and its
+ * in-process channel (capacity 5 too) fill up, and nothing may be lost or reordered:
+ * the layer waits for room (the sender's own echo waits with it) instead of dropping,
+ * as long as the receiver reads within RL_FULL_PATIENCE_MS. */
+static void test_group_send_backpressure(void **state) {
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    flushall(1);
+    enum { N = 60 };
+    cch_redis_layer_options o = {.capacity = 5};
+    cch_layer *a = layer_on(1, &o), *b = layer_on(1, &o);
+    fx_recv w[2];
+    fx_recv_init(&w[0], a);
+    fx_recv_init(&w[1], b);
+    char ch[2][CCH_NAME_BUF];
+    assert_int_equal(cch_layer_new_channel(a, NULL, w[0].r, NULL, ch[0], CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_new_channel(b, NULL, w[1].r, NULL, ch[1], CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_group_add(a, "bp", ch[0]), 0);
+    assert_int_equal(cch_layer_group_add(b, "bp", ch[1]), 0);
+    synced(a);
+    synced(b);
+    for (int i = 0; i < N; i++) { /* all at once: 12 times what either side holds */
+        char body[32];
+        snprintf(body, sizeof body, "{\"n\":%d}", i);
+        cch_msg *m = msg("seq", body);
+        assert_int_equal(cch_layer_group_send(a, "bp", m, NULL, NULL), 0);
+        cch_msg_unref(m);
+    }
+    struct timespec ts = {0, 300000000}; /* nobody reads for a while: everything fills */
+    nanosleep(&ts, NULL);
+    int got[2] = {0, 0};
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (int k = 0; k < 2; k++) {
+            cch_delivery d[N];
+            int n = fx_collect(&w[k], d, N - got[k], 50);
+            for (int i = 0; i < n; i++) {
+                char want[32];
+                snprintf(want, sizeof want, "{\"n\":%d}", got[k] + i);
+                assert_string_equal(cch_msg_body(d[i].msg), want); /* in order, no gap */
+            }
+            fx_drop(d, n);
+            got[k] += n;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((got[0] < N || got[1] < N) && t.tv_sec - t0.tv_sec < 10);
+    assert_int_equal(got[0], N);
+    assert_int_equal(got[1], N);
+    synced(a);
+    synced(b);
+    cch_layer_stats st;
+    for (int k = 0; k < 2; k++) {
+        cch_layer_stats_get(k ? b : a, &st);
+        assert_int_equal(st.full, 0);
+        assert_int_equal(st.dropped, 0);
+        assert_int_equal(st.errors, 0);
+    }
+    fx_recv_free(&w[0]);
+    fx_recv_free(&w[1]);
+    cch_layer_unref(a);
+    cch_layer_unref(b);
+}
+
 /* ---- expiry and group_expiry ------------------------------------------------------------------------- */
 
 static void test_expiry(void **state) {
@@ -755,6 +820,7 @@ int main(void) {
         cmocka_unit_test(test_send_receive),
         cmocka_unit_test(test_group_send_two_instances),
         cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_group_send_backpressure),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_pubsub),

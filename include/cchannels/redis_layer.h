@@ -47,6 +47,20 @@
  *  - cch_layer_group_send returns 0 once queued and fills `result` with zeros; what
  *    happened is counted in cch_layer_stats. Members in this process are served from
  *    the one queue entry Redis holds for the whole process, as channels_redis does.
+ *
+ * Backpressure (core format): a group_send's entry for another process whose queue
+ * key is at capacity is not dropped at once, as channels_redis drops it: it waits in
+ * this process, in order (later entries for that key wait behind it), and is written
+ * when the key has room; this process's own members of that group_send (and of later
+ * ones) are served only then, so a sender that waits for its own echo slows down to
+ * what the slowest receiving process drains. Likewise a message popped for one of our
+ * channels that is full waits (and the pop loop pauses, so that our queue key fills
+ * up and its senders wait). Nothing is lost or reordered that way. A key or channel
+ * still full after 2 seconds (its process or consumer is gone or stuck) gets
+ * channels_redis's treatment instead: what does not fit is dropped and counted in
+ * `full`, until it takes messages again. The layer writes at most one group_send
+ * script per server at a time, carrying every entry that waited meanwhile, and
+ * consecutive group_sends to one group read its members once.
  *  - send, group_send, group_discard and a group_add of a foreign channel return
  *    CCH_ELIMIT (and count `dropped`) when `max_pending` operations are already
  *    waiting for Redis.

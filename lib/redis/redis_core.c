@@ -1,18 +1,24 @@
 /* lib/redis/redis_core.c - the channels_redis.core format, in the I/O thread: the
  * commands of send, group_add, group_discard, group_send (with its fan-out of one
- * queue entry per process and the capacity script), presence, the pop loop on this
- * process's queue keys, and re-adding our memberships.
+ * queue entry per process, the per-key outboxes and the capacity script), presence,
+ * the pop loop on this process's queue keys, delivery to this process's channels
+ * (waiting for room in a full one), and re-adding our memberships.
  *
  * Keys (see docs/redis.md): queue "<prefix><non-local name>" (a sorted set of
  * 12 random bytes + msgpack, scored by send time), group "<prefix>:group:<group>"
  * (a sorted set of channel names, scored by group_add time). */
 #include "redis_internal.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* channels_redis's group_send script, except that it returns the indices of the
- * keys that were full instead of their count (the data it writes is the same). */
+ * keys that were full instead of their count (the data it writes is the same); a
+ * direct send runs it on its one key (group_sends use push_script below). */
 static const char send_script[] =
     "local over = {}\n"
     "local current_time = ARGV[#ARGV - 1]\n"
@@ -89,62 +95,303 @@ static void cb_send_eval(redisAsyncContext *ac, void *r, void *pd) {
     rl_op_reply(l, op);
 }
 
-/* One shard's capacity script of a group_send: `counts[i]` members in key i. */
-typedef struct gs_batch {
-    rl_op *op;
-    size_t nkeys;
-    size_t counts[];
-} gs_batch;
-
-static void cb_group_eval(redisAsyncContext *ac, void *r, void *pd) {
-    rl_layer *l = layer_of(ac);
-    gs_batch *b = pd;
-    const redisReply *reply = r;
-    size_t total = 0, full = 0;
-    for (size_t i = 0; i < b->nkeys; i++) total += b->counts[i];
-    if (!reply) {
-        RL_COUNT(l, dropped, total);
-        RL_COUNT(l, errors, 1);
-    } else if (rl_reply_ok(l, reply, "group_send") && reply->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i < reply->elements; i++) {
-            const redisReply *e = reply->element[i];
-            if (e->type == REDIS_REPLY_INTEGER && e->integer >= 1 &&
-                (size_t)e->integer <= b->nkeys)
-                full += b->counts[e->integer - 1];
-        }
-        pthread_mutex_lock(&l->lock);
-        l->st.full += full;
-        l->st.sent += total - full;
-        pthread_mutex_unlock(&l->lock);
-        if (full)
-            cch_layer_log(&l->base, CCH_LOG_INFO,
-                          "redis: group_send to %s: %zu of %zu channels over capacity",
-                          b->op->group, full, total);
-    } else {
-        RL_COUNT(l, dropped, total);
-    }
-    rl_op *op = b->op;
-    cch__free(b);
-    rl_op_reply(l, op);
-}
-
 /* ---- delivery ------------------------------------------------------------------------- */
 
-void rl_deliver_local(rl_layer *l, const char *name, size_t len, cch_msg *m) {
-    char buf[CCH_NAME_BUF];
-    if (len > CCH_NAME_MAX) {
-        RL_COUNT(l, dropped, 1);
+/* Bytes waiting in outboxes and held deliveries (I/O thread). A burst (say a room
+ * of a thousand joining at once while a process is slow) can make them megabytes;
+ * once everything is out, the heap they grew is given back to the system, as it would
+ * otherwise stay in the process's RSS for good. */
+static void wait_add(rl_layer *l, size_t n) {
+    l->wait_bytes += n;
+    if (l->wait_bytes > l->wait_peak) l->wait_peak = l->wait_bytes;
+}
+
+static void wait_sub(rl_layer *l, size_t n) {
+    l->wait_bytes -= n;
+    if (l->wait_bytes || l->wait_peak < RL_TRIM_AFTER) return;
+    l->wait_peak = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+#define RL_LIST_MIN 8 /* shorter lists are checked name by name */
+
+/* Whether names[0..n) is a list remembered as all ours (lock held). */
+static bool list_known(const rl_layer *l, const char *const *names, const size_t *lens,
+                       size_t n) {
+    for (size_t s = 0; s < sizeof l->lists / sizeof l->lists[0]; s++) {
+        const struct rl_list *c = &l->lists[s];
+        if (c->n != n || c->gen != l->owned_gen || !c->data) continue;
+        const unsigned char *p = (const unsigned char *)c->data;
+        size_t i = 0;
+        for (; i < n; i++) {
+            if (*p != lens[i] || memcmp(p + 1, names[i], lens[i]) != 0) break;
+            p += 1 + lens[i];
+        }
+        if (i == n) return true;
+    }
+    return false;
+}
+
+/* Remembers names[0..n) (all ours, each at most CCH_NAME_MAX bytes) (lock held). */
+static void list_remember(rl_layer *l, const char *const *names, const size_t *lens, size_t n) {
+    size_t bytes = n;
+    for (size_t i = 0; i < n; i++) bytes += lens[i];
+    struct rl_list *c = &l->lists[l->list_next++ % (sizeof l->lists / sizeof l->lists[0])];
+    char *p = cch__realloc(c->data, bytes);
+    if (!p) return;
+    c->data = p;
+    c->n = n;
+    c->gen = l->owned_gen;
+    for (size_t i = 0; i < n; i++) {
+        *p++ = (char)lens[i];
+        memcpy(p, names[i], lens[i]);
+        p += lens[i];
+    }
+}
+
+/* Tries names[0..n) under the lock; the names whose channel is full are appended
+ * to `full` (NUL-terminated; *nfull counts them). Returns false when out of memory
+ * for that list (those names are then counted as dropped). */
+static bool try_names(rl_layer *l, cch_msg *m, const char *const *names, const size_t *lens,
+                      size_t n, rl_buf *full, size_t *nfull) {
+    bool ok = true;
+    uint64_t dropped = 0, refused = 0;
+    char gone[CCH_NAME_BUF] = "";
+    pthread_mutex_lock(&l->lock);
+    l->deferring = l->in_batch;
+    bool known = n >= RL_LIST_MIN && list_known(l, names, lens, n);
+    for (size_t i = 0; i < n; i++) {
+        char buf[CCH_NAME_BUF];
+        size_t len = lens[i];
+        if (len > CCH_NAME_MAX) {
+            dropped++;
+            continue;
+        }
+        memcpy(buf, names[i], len);
+        buf[len] = '\0';
+        if (!known && !rl_owned_locked(l, buf, len)) {
+            dropped++;
+            memcpy(gone, buf, len + 1);
+            continue;
+        }
+        int rc = cch_layer_send(l->local, buf, m);
+        rl_name *lossy = NULL;
+        if (l->lossy) HASH_FIND(hh, l->lossy, buf, len, lossy);
+        if (rc == CCH_ECHANFULL && !lossy) {
+            if (rl_buf_put(full, buf, len + 1)) {
+                (*nfull)++;
+                refused++;
+            } else {
+                ok = false;
+                dropped++;
+            }
+        } else if (rc < 0 && rc != CCH_ECHANFULL) { /* full: counted by the in-memory layer */
+            dropped++;
+        } else if (lossy) { /* it takes messages again: wait for it again */
+            HASH_DELETE(hh, l->lossy, lossy);
+            cch__free(lossy);
+        }
+    }
+    if (!known && !dropped && n >= RL_LIST_MIN && ok) list_remember(l, names, lens, n);
+    l->st.dropped += dropped;
+    l->st.refused += refused;
+    l->deferring = false;
+    pthread_mutex_unlock(&l->lock);
+    if (gone[0])
+        cch_layer_log(&l->base, CCH_LOG_DEBUG, "redis: message for %s, which is gone", gone);
+    return ok;
+}
+
+static void on_held_timer(uv_timer_t *t);
+
+static void held_arm(rl_layer *l) {
+    if (l->held_timer_armed || l->stopping) return;
+    l->held_timer_armed = true;
+    uv_timer_start(&l->held_timer, on_held_timer, RL_PUSH_RETRY_MS, 0);
+}
+
+/* Keeps m for names `full` (nfull of them), after what already waits. */
+static void held_add(rl_layer *l, cch_msg *m, rl_buf *full, size_t nfull, uint64_t since) {
+    rl_held *h = cch__malloc(sizeof *h + full->len);
+    if (!h) {
+        RL_COUNT(l, dropped, nfull);
         return;
     }
-    memcpy(buf, name, len);
-    buf[len] = '\0';
+    h->next = NULL;
+    h->msg = cch_msg_ref(m);
+    h->since = since;
+    h->n = nfull;
+    h->len = full->len;
+    memcpy(h->names, full->p, full->len);
+    wait_add(l, sizeof *h + full->len);
+    if (l->held_tail) l->held_tail->next = h;
+    else l->held_head = h;
+    l->held_tail = h;
+    held_arm(l);
+}
+
+void rl_deliver_names(rl_layer *l, cch_msg *m, const char *const *names, const size_t *lens,
+                      size_t n) {
+    if (!n) return;
+    uint64_t now = uv_now(&l->loop);
+    rl_buf full = {0};
+    size_t nfull = 0;
+    if (l->held_head) { /* after what waits: all of it */
+        for (size_t i = 0; i < n; i++) {
+            if (lens[i] > CCH_NAME_MAX) continue;
+            if (!rl_buf_put(&full, names[i], lens[i]) || !rl_buf_putc(&full, '\0')) break;
+            nfull++;
+        }
+        if (nfull < n) RL_COUNT(l, dropped, n - nfull);
+        held_add(l, m, &full, nfull, 0); /* `since`: set when it is first refused */
+    } else {
+        try_names(l, m, names, lens, n, &full, &nfull);
+        if (nfull) held_add(l, m, &full, nfull, now);
+    }
+    rl_buf_free(&full);
+}
+
+void rl_deliver_local(rl_layer *l, const char *name, size_t len, cch_msg *m) {
+    rl_deliver_names(l, m, &name, &len, 1);
+}
+
+/* Gives up waiting on the names of h (they were refused: already counted in `full`
+ * once each) and waits no more for those channels until they take a message. */
+static void held_give_up(rl_layer *l, rl_held *h) {
+    const char *p = h->names;
     pthread_mutex_lock(&l->lock);
-    bool owned = rl_owned_locked(l, buf, len);
-    int rc = owned ? cch_layer_send(l->local, buf, m) : 0;
-    if (!owned || (rc < 0 && rc != CCH_ECHANFULL)) l->st.dropped++;
+    for (size_t i = 0; i < h->n; i++) {
+        size_t len = strlen(p);
+        rl_name *x;
+        HASH_FIND(hh, l->lossy, p, len, x);
+        if (!x && (x = cch__calloc(1, sizeof *x + len + 1))) {
+            memcpy(x->name, p, len);
+            x->len = len;
+            HASH_ADD_KEYPTR(hh, l->lossy, x->name, x->len, x);
+            if (!x->hh.tbl) cch__free(x);
+        }
+        if (l->st.refused) l->st.refused--; /* the last refusal stands as `full` */
+        p += len + 1;
+    }
     pthread_mutex_unlock(&l->lock);
-    if (!owned)
-        cch_layer_log(&l->base, CCH_LOG_DEBUG, "redis: message for %s, which is gone", buf);
+    if (!l->stopping)
+        cch_layer_log(&l->base, CCH_LOG_WARN,
+                      "redis: %zu channel(s) full for %u ms: skipped while they stay full",
+                      h->n, (unsigned)RL_FULL_PATIENCE_MS);
+}
+
+static void held_pop(rl_layer *l) {
+    rl_held *h = l->held_head;
+    l->held_head = h->next;
+    if (!l->held_head) l->held_tail = NULL;
+    cch_msg_unref(h->msg);
+    size_t n = sizeof *h + h->len;
+    cch__free(h);
+    wait_sub(l, n);
+}
+
+/* Tries what waits, in order, until something is still full. */
+static void held_run(rl_layer *l) {
+    uint64_t now = uv_now(&l->loop);
+    while (l->held_head) {
+        rl_held *h = l->held_head;
+        const char *stack_names[64];
+        size_t stack_lens[64];
+        const char **names = h->n <= 64 ? stack_names : cch__malloc(h->n * sizeof *names);
+        size_t *lens = h->n <= 64 ? stack_lens : cch__malloc(h->n * sizeof *lens);
+        rl_buf full = {0};
+        size_t nfull = 0;
+        if (names && lens) {
+            const char *p = h->names;
+            for (size_t i = 0; i < h->n; i++) {
+                names[i] = p;
+                lens[i] = strlen(p);
+                p += lens[i] + 1;
+            }
+            if (!l->stopping) try_names(l, h->msg, names, lens, h->n, &full, &nfull);
+        } else {
+            RL_COUNT(l, dropped, h->n);
+        }
+        if (names != stack_names) cch__free(names);
+        if (lens != stack_lens) cch__free(lens);
+        if (nfull) { /* still full: wait more, or give up on them */
+            memcpy(h->names, full.p, full.len);
+            l->wait_bytes -= h->len - full.len;
+            h->len = full.len;
+            h->n = nfull;
+            if (!h->since) h->since = now ? now : 1;
+            rl_buf_free(&full);
+            if (now - h->since < RL_FULL_PATIENCE_MS) {
+                held_arm(l);
+                return;
+            }
+            held_give_up(l, h);
+        }
+        rl_buf_free(&full);
+        held_pop(l);
+    }
+    for (uint32_t i = 0; i < l->n_shards && !l->pubsub; i++) rl_core_pop_kick(l, &l->shards[i]);
+}
+
+static void on_held_timer(uv_timer_t *t) {
+    rl_layer *l = t->data;
+    l->held_timer_armed = false;
+    rl_batch_begin(l);
+    held_run(l);
+    rl_batch_end(l);
+}
+
+void rl_wake_fn(void *ud) {
+    rl_wake *w = ud;
+    rl_layer *l = w->l;
+    if (pthread_equal(pthread_self(), l->thread) && l->deferring) { /* lock held */
+        if (!w->queued) {
+            w->queued = true;
+            w->next_wake = l->wakes;
+            l->wakes = w;
+        }
+        return;
+    }
+    w->fn(w->ud);
+}
+
+void rl_batch_begin(rl_layer *l) { l->in_batch = true; }
+
+void rl_wake_release(rl_layer *l, rl_shard *s) {
+    if (!s->wake_hold) return;
+    s->wake_hold = false;
+    l->wakes_held--;
+}
+
+void rl_batch_end(rl_layer *l) {
+    l->in_batch = false;
+    if (l->wakes_held) return; /* a later batch's end wakes them */
+    pthread_mutex_lock(&l->lock);
+    while (l->wakes) { /* under the lock: a wakeup only schedules (layer.h) */
+        rl_wake *w = l->wakes;
+        l->wakes = w->next_wake;
+        w->queued = false;
+        w->fn(w->ud);
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+void rl_held_cleanup(rl_layer *l) {
+    uint64_t n = 0;
+    while (l->held_head) {
+        n += l->held_head->n;
+        held_pop(l);
+    }
+    pthread_mutex_lock(&l->lock);
+    l->st.dropped += n;
+    rl_name *x, *tmp;
+    HASH_ITER(hh, l->lossy, x, tmp) {
+        HASH_DELETE(hh, l->lossy, x);
+        cch__free(x);
+    }
+    pthread_mutex_unlock(&l->lock);
 }
 
 /* A queue member popped from Redis. `plain` is the plain channel it was fetched for
@@ -174,10 +421,24 @@ static void deliver_member(rl_layer *l, const char *key, size_t klen, const char
     } else if (in.chan->type == MSGPACK_OBJECT_STR) {
         rl_deliver_local(l, in.chan->via.str.ptr, in.chan->via.str.size, in.msg);
     } else {
-        for (uint32_t i = 0; i < in.chan->via.array.size; i++) {
-            const msgpack_object *o = &in.chan->via.array.ptr[i];
-            rl_deliver_local(l, o->via.str.ptr, o->via.str.size, in.msg);
+        size_t n = in.chan->via.array.size;
+        const char *stack_names[64];
+        size_t stack_lens[64];
+        const char **names = n <= 64 ? stack_names : cch__malloc(n * sizeof *names);
+        size_t *lens = n <= 64 ? stack_lens : cch__malloc(n * sizeof *lens);
+        if (names && lens) {
+            for (size_t i = 0; i < n; i++) {
+                const msgpack_object *o = &in.chan->via.array.ptr[i];
+                names[i] = o->via.str.ptr;
+                lens[i] = o->via.str.size;
+            }
+            rl_deliver_names(l, in.msg, names, lens, n);
+        } else {
+            RL_COUNT(l, dropped, n);
+            RL_COUNT(l, errors, 1);
         }
+        if (names != stack_names) cch__free(names);
+        if (lens != stack_lens) cch__free(lens);
     }
     rl_incoming_done(&in);
 }
@@ -192,6 +453,7 @@ static void cb_drain(redisAsyncContext *ac, void *r, void *pd) {
     const redisReply *reply = r;
     (void)ac;
     s->pop_busy = false;
+    rl_wake_release(l, s);
     if (!reply) return; /* the connection is going: its reconnection restarts the loop */
     bool more = false;
     if (rl_reply_ok(l, reply, "ZPOPMIN") && reply->type == REDIS_REPLY_ARRAY) {
@@ -230,6 +492,11 @@ static void cb_pop(redisAsyncContext *ac, void *r, void *pd) {
         s->drain_len = s->drain_key ? key->len : 0;
     }
     rl_core_pop_kick(l, s);
+    if (s->drain_key && s->pop_busy && !s->wake_hold) {
+        /* what came with this one follows in the ZPOPMIN: wake receivers once, then */
+        s->wake_hold = true;
+        l->wakes_held++;
+    }
 }
 
 static void cb_unblock(redisAsyncContext *ac, void *r, void *pd) {
@@ -240,6 +507,7 @@ static void cb_unblock(redisAsyncContext *ac, void *r, void *pd) {
 
 void rl_core_pop_kick(rl_layer *l, rl_shard *s) {
     if (l->stopping || !s->pop.up) return;
+    if (l->held_head && !s->pop_busy) return; /* held_run kicks it again */
     if (s->pop_busy) {
         /* blocked on the old set of keys: make BZPOPMIN return now (nil) */
         if (s->pop_blocking && !s->unblock_sent && s->pop_id >= 0 && s->cmd.up) {
@@ -324,28 +592,365 @@ static void dispatch_send(rl_layer *l, rl_op *op, redisAsyncContext *ac) {
     rl_command(ac, cb_send_eval, op, 8, eval, eval_len);
 }
 
+/* ---- group_send: the outboxes ------------------------------------------------------
+ *
+ * A group_send writes one entry per other process's queue key. Entries wait in the
+ * key's outbox (per shard, in order) and one push script per shard is in flight at a
+ * time, carrying everything that waited meanwhile. A key at capacity keeps its
+ * entries and is tried again RL_PUSH_RETRY_MS later; until then its later entries
+ * wait behind them, so one sender's messages stay in order. This process's own
+ * members get a group_send once all its entries are in Redis (in the order of the
+ * group_sends), which is what slows a sender down to what its slowest receiving
+ * process drains, instead of losing messages: a sender that waits for its own echo
+ * cannot outrun the others. A key full for RL_FULL_PATIENCE_MS (its process is gone
+ * or stuck) gets channels_redis's treatment instead: what does not fit is dropped
+ * and counted in `full`, until the key takes a whole push again. */
+
+/* channels_redis's group_send commands for several keys and entries at once: per
+ * key, ZREMRANGEBYSCORE of expired messages, then ZADD of its entries in order while
+ * ZCOUNT is under the capacity, then EXPIRE. ARGV: per key its capacity and entry
+ * count; then per entry its score and member; then the expiry and the trim cutoff.
+ * Returns per key {entries written, messages trimmed}. */
+static const char push_script[] =
+    "local nk = #KEYS\n"
+    "local expiry, cutoff = ARGV[#ARGV - 1], ARGV[#ARGV]\n"
+    "local out = {}\n"
+    "local e = 2 * nk + 1\n"
+    "for i = 1, nk do\n"
+    "    local cap, n = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])\n"
+    "    out[2 * i] = redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, cutoff)\n"
+    "    local count = redis.call('ZCOUNT', KEYS[i], '-inf', '+inf')\n"
+    "    local done = 0\n"
+    "    while done < n and count < cap do\n"
+    "        redis.call('ZADD', KEYS[i], ARGV[e + 2 * done], ARGV[e + 2 * done + 1])\n"
+    "        count = count + 1\n"
+    "        done = done + 1\n"
+    "    end\n"
+    "    if done > 0 then redis.call('EXPIRE', KEYS[i], expiry) end\n"
+    "    e = e + 2 * n\n"
+    "    out[2 * i - 1] = done\n"
+    "end\n"
+    "return out\n";
+
+/* This process's members of group_sends whose entries are all in, in order. */
+static void local_run(rl_layer *l) {
+    while (l->local_head && l->local_head->remote_left == 0) {
+        rl_op *op = l->local_head;
+        l->local_head = op->local_next;
+        if (!l->local_head) l->local_tail = NULL;
+        const char **names = op->local_names ? cch__malloc(op->n_local * sizeof *names) : NULL;
+        size_t *lens = names ? cch__malloc(op->n_local * sizeof *lens) : NULL;
+        const char *p = op->local_names;
+        for (size_t i = 0; lens && i < op->n_local; i++) {
+            names[i] = p;
+            lens[i] = strlen(p);
+            p += lens[i] + 1;
+        }
+        if (!l->stopping && lens) rl_deliver_names(l, op->msg, names, lens, op->n_local);
+        else if (!l->stopping && op->local_names) RL_COUNT(l, dropped, op->n_local);
+        cch__free(names);
+        cch__free(lens);
+        cch__free(op->local_names);
+        op->local_names = NULL;
+        rl_op_reply(l, op);
+    }
+}
+
+/* What finished entries add up to; the counters are updated before their group_sends
+ * are finished (cch_redis_layer_sync returns once they are). */
+typedef struct push_tally {
+    uint64_t sent, full, dropped;
+    rl_buf ops; /* rl_op pointers, one per finished entry */
+} push_tally;
+
+/* Takes the head entry off k: its channels count in `*field`, its op in t->ops. */
+static void entry_finish(rl_shard *s, rl_outkey *k, push_tally *t, uint64_t *field) {
+    rl_entry *e = k->head;
+    k->head = e->next;
+    if (!k->head) k->tail = NULL;
+    k->n--;
+    s->out_entries--;
+    *field += e->members;
+    rl_op *op = e->op;
+    size_t len = e->len;
+    cch__free(e);
+    wait_sub(s->l, len);
+    if (!rl_buf_put(&t->ops, &op, sizeof op)) { /* out of memory: finish it now */
+        op->remote_left--;
+        rl_op_reply(s->l, op);
+    }
+}
+
+static void outkey_free(rl_shard *s, rl_outkey *k) {
+    HASH_DELETE(hh, s->outkeys, k);
+    cch__free(k);
+}
+
+static void push_tally_done(rl_layer *l, push_tally *t) {
+    if (t->sent || t->full || t->dropped) {
+        pthread_mutex_lock(&l->lock);
+        l->st.sent += t->sent;
+        l->st.full += t->full;
+        l->st.dropped += t->dropped;
+        pthread_mutex_unlock(&l->lock);
+    }
+    for (size_t i = 0; i + sizeof(rl_op *) <= t->ops.len; i += sizeof(rl_op *)) {
+        rl_op *op;
+        memcpy(&op, t->ops.p + i, sizeof op);
+        op->remote_left--;
+        rl_op_reply(l, op);
+    }
+    rl_buf_free(&t->ops);
+}
+
+/* One push script in flight: which keys, how many entries of each. */
+typedef struct push_batch {
+    rl_shard *s;
+    size_t nk;
+    rl_outkey **keys;
+    size_t *counts;
+} push_batch;
+
+static void on_push_timer(uv_timer_t *t) {
+    rl_shard *s = t->data;
+    s->push_timer_armed = false;
+    rl_core_push(s->l, s);
+}
+
+static void cb_push(redisAsyncContext *ac, void *r, void *pd) {
+    push_batch *b = pd;
+    rl_shard *s = b->s;
+    rl_layer *l = s->l;
+    const redisReply *reply = r;
+    (void)ac;
+    s->push_busy = false;
+    bool ok = rl_reply_ok(l, reply, "group_send") && reply->type == REDIS_REPLY_ARRAY &&
+              reply->elements == 2 * b->nk;
+    uint64_t now = uv_now(&l->loop), expired = 0;
+    push_tally t = {0, 0, 0, {0}};
+    for (size_t i = 0; i < b->nk; i++) {
+        rl_outkey *k = b->keys[i];
+        size_t sent = b->counts[i], done = 0;
+        if (ok) {
+            const redisReply *d = reply->element[2 * i], *x = reply->element[2 * i + 1];
+            if (d->type == REDIS_REPLY_INTEGER && d->integer > 0)
+                done = (size_t)d->integer < sent ? (size_t)d->integer : sent;
+            if (x->type == REDIS_REPLY_INTEGER && x->integer > 0) expired += (uint64_t)x->integer;
+        }
+        for (size_t j = 0; j < done; j++) entry_finish(s, k, &t, &t.sent);
+        if (!ok) { /* lost with the connection, or refused by Redis */
+            for (size_t j = 0; j < sent; j++) entry_finish(s, k, &t, &t.dropped);
+        } else if (done < sent && (k->lossy || l->stopping)) {
+            for (size_t j = done; j < sent; j++) entry_finish(s, k, &t, &t.full);
+        } else if (done < sent) { /* full: try again soon, keeping the order */
+            if (!k->full_since) k->full_since = now ? now : 1;
+            k->retry_at = now + RL_PUSH_RETRY_MS;
+            if (now - k->full_since >= RL_FULL_PATIENCE_MS) {
+                size_t n = k->n;
+                while (k->head) entry_finish(s, k, &t, &t.full);
+                k->lossy = true;
+                k->full_since = 0;
+                cch_layer_log(&l->base, CCH_LOG_WARN,
+                              "redis: %.*s full for %u ms: %zu group message(s) dropped; "
+                              "dropping while it stays full", (int)k->klen, k->key,
+                              (unsigned)RL_FULL_PATIENCE_MS, n);
+            }
+        } else if (done) { /* all in: the key is healthy */
+            k->full_since = 0;
+            k->lossy = false;
+        }
+        if (!k->n && !k->full_since) outkey_free(s, k);
+    }
+    if (expired) RL_COUNT(l, expired, expired);
+    push_tally_done(l, &t);
+    if (t.full && !l->stopping)
+        cch_layer_log(&l->base, CCH_LOG_INFO, "redis: group_send: %llu channel(s) over capacity",
+                      (unsigned long long)t.full);
+    cch__free(b);
+    local_run(l);
+    rl_core_push(l, s);
+}
+
+void rl_core_push(rl_layer *l, rl_shard *s) {
+    if (s->push_busy || !s->out_entries || l->stopping) return;
+    redisAsyncContext *ac = rl_cmd(l, s->idx);
+    if (!ac) return; /* rl_core_shard_up pushes when it is back */
+    uint64_t now = uv_now(&l->loop), wait = UINT64_MAX;
+    size_t nk = 0, ne = 0, bytes = 0;
+    rl_outkey *k, *tmp;
+    HASH_ITER(hh, s->outkeys, k, tmp) {
+        k->push_n = 0;
+        if (!k->n) continue;
+        if (k->full_since && now < k->retry_at) {
+            if (k->retry_at - now < wait) wait = k->retry_at - now;
+            continue;
+        }
+        if (bytes >= RL_PUSH_BYTES) continue; /* in the next push */
+        for (rl_entry *e = k->head; e && k->push_n < RL_PUSH_BATCH &&
+                                    (!k->push_n || bytes + e->len <= RL_PUSH_BYTES);
+             e = e->next) {
+            bytes += e->len;
+            k->push_n++;
+        }
+        nk++;
+        ne += k->push_n;
+    }
+    if (!nk) {
+        if (wait != UINT64_MAX && !s->push_timer_armed) {
+            s->push_timer_armed = true;
+            uv_timer_start(&s->push_timer, on_push_timer, wait, 0);
+        }
+        return;
+    }
+    size_t argc = 3 + nk + 2 * nk + 2 * ne + 2, nums = 2 * nk;
+    const char **argv = cch__malloc(argc * sizeof *argv);
+    size_t *alen = cch__malloc(argc * sizeof *alen);
+    char *txt = cch__malloc((nums + ne + 1) * 32);
+    push_batch *b = cch__malloc(sizeof *b + nk * (sizeof(rl_outkey *) + sizeof(size_t)));
+    if (!argv || !alen || !txt || !b) {
+        cch__free(argv);
+        cch__free(alen);
+        cch__free(txt);
+        cch__free(b);
+        RL_COUNT(l, errors, 1);
+        if (!s->push_timer_armed) { /* out of memory: try again later */
+            s->push_timer_armed = true;
+            uv_timer_start(&s->push_timer, on_push_timer, 10, 0);
+        }
+        return;
+    }
+    b->s = s;
+    b->nk = nk;
+    b->keys = (rl_outkey **)(b + 1);
+    b->counts = (size_t *)(b->keys + nk);
+    char expiry[16], cutoff[32];
+    snprintf(expiry, sizeof expiry, "%u", l->expiry_s);
+    rl_fmt_cutoff(cutoff, sizeof cutoff, rl_now_us(&l->last_us), l->expiry_s);
+    argv[0] = "EVAL";
+    alen[0] = 4;
+    argv[1] = push_script;
+    alen[1] = sizeof push_script - 1;
+    char *numkeys = txt + (nums + ne) * 32;
+    argv[2] = numkeys;
+    alen[2] = (size_t)snprintf(numkeys, 32, "%zu", nk);
+    size_t ki = 0, a = 3 + nk + 2 * nk;
+    char *t = txt;
+    HASH_ITER(hh, s->outkeys, k, tmp) {
+        if (!k->push_n) continue;
+        size_t n = k->push_n;
+        b->keys[ki] = k;
+        b->counts[ki] = n;
+        argv[3 + ki] = k->key;
+        alen[3 + ki] = k->klen;
+        argv[3 + nk + 2 * ki] = t;
+        alen[3 + nk + 2 * ki] = (size_t)snprintf(t, 32, "%zu", k->cap);
+        t += 32;
+        argv[3 + nk + 2 * ki + 1] = t;
+        alen[3 + nk + 2 * ki + 1] = (size_t)snprintf(t, 32, "%zu", n);
+        t += 32;
+        rl_entry *e = k->head;
+        for (size_t j = 0; j < n; j++, e = e->next) {
+            argv[a] = t;
+            alen[a++] = (size_t)rl_fmt_score(t, 32, e->op->now_us);
+            t += 32;
+            argv[a] = e->data;
+            alen[a++] = e->len;
+        }
+        ki++;
+    }
+    argv[a] = expiry;
+    alen[a++] = strlen(expiry);
+    argv[a] = cutoff;
+    alen[a++] = strlen(cutoff);
+    s->push_busy = true;
+    rl_command(ac, cb_push, b, (int)argc, argv, alen); /* on failure cb_push drops them */
+    cch__free(argv);
+    cch__free(alen);
+    cch__free(txt);
+}
+
+/* Queues the entry `b` (its rl_entry head reserved by group_fanout) for key `key`. */
+static bool outbox_add(rl_shard *s, const char *key, size_t klen, size_t cap,
+                       rl_buf *b, rl_op *op, size_t members) {
+    rl_outkey *k;
+    HASH_FIND(hh, s->outkeys, key, klen, k);
+    if (!k) {
+        k = cch__calloc(1, sizeof *k + klen + 1);
+        if (!k) return false;
+        memcpy(k->key, key, klen);
+        k->klen = klen;
+        HASH_ADD_KEYPTR(hh, s->outkeys, k->key, k->klen, k);
+        if (!k->hh.tbl) {
+            cch__free(k);
+            return false;
+        }
+    }
+    k->cap = cap;
+    rl_entry *e = (rl_entry *)(void *)b->p;
+    b->p = NULL;
+    e->next = NULL;
+    e->op = op;
+    e->members = members;
+    e->len = b->len - offsetof(rl_entry, data);
+    if (k->tail) k->tail->next = e;
+    else k->head = e;
+    k->tail = e;
+    k->n++;
+    s->out_entries++;
+    wait_add(s->l, e->len);
+    op->pending++;
+    op->remote_left++;
+    return true;
+}
+
+void rl_core_cleanup(rl_layer *l) {
+    push_tally t = {0, 0, 0, {0}};
+    for (uint32_t i = 0; i < l->n_shards; i++) {
+        rl_shard *s = &l->shards[i];
+        rl_outkey *k, *tmp;
+        HASH_ITER(hh, s->outkeys, k, tmp) {
+            while (k->head) entry_finish(s, k, &t, &t.dropped);
+            outkey_free(s, k);
+        }
+    }
+    push_tally_done(l, &t);
+    local_run(l); /* stopping: releases them without delivering */
+}
+
 /* Phase 2 of a group_send: the members are known. */
 typedef struct bucket {
     const char *nl;         /* non-local name of the first member */
     size_t nl_len;
     uint32_t shard;
-    size_t first, n;        /* members: idx[first .. first+n) */
+    size_t n;               /* members */
+    size_t first;           /* where its members start in the grouped list */
     size_t cap;
+    bool ours;
 } bucket;
+
+static uint32_t name_hash(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
 
 static void group_fanout(rl_layer *l, rl_op *op, const redisReply *reply) {
     size_t nm = reply->elements;
     size_t xlen = op->exclude ? strlen(op->exclude) : 0;
+    size_t slots = 16;
+    while (slots < 2 * nm) slots *= 2;
     const char **names = cch__malloc((nm ? nm : 1) * sizeof *names);
     size_t *lens = cch__malloc((nm ? nm : 1) * sizeof *lens);
     bucket *bk = cch__malloc((nm ? nm : 1) * sizeof *bk);
-    size_t *order = cch__malloc((nm ? nm : 1) * sizeof *order);
-    if (!names || !lens || !bk || !order) {
+    size_t *bucket_of = cch__malloc((nm ? nm : 1) * sizeof *bucket_of);
+    size_t *table = cch__malloc(slots * sizeof *table); /* bucket + 1, 0: empty */
+    if (!names || !lens || !bk || !bucket_of || !table) {
         RL_COUNT(l, dropped, nm);
         RL_COUNT(l, errors, 1);
         goto out;
     }
-    /* Bucket the members by queue key (the non-local name); ours are served here. */
+    memset(table, 0, slots * sizeof *table);
+    /* Bucket the members by queue key (the non-local name), with a hash table. */
     size_t nb = 0, nn = 0;
     for (size_t i = 0; i < nm; i++) {
         const redisReply *e = reply->element[i];
@@ -353,173 +958,143 @@ static void group_fanout(rl_layer *l, rl_op *op, const redisReply *reply) {
         if (xlen && e->len == xlen && !memcmp(e->str, op->exclude, xlen)) continue;
         names[nn] = e->str;
         lens[nn] = e->len;
-        nn++;
-    }
-    size_t *bucket_of = order; /* member -> bucket */
-    for (size_t i = 0; i < nn; i++) {
-        size_t nl = rl_nonlocal_len(names[i], lens[i]);
-        size_t b = 0;
-        while (b < nb && !(bk[b].nl_len == nl && !memcmp(bk[b].nl, names[i], nl))) b++;
-        if (b == nb) {
+        size_t nl = rl_nonlocal_len(e->str, e->len);
+        size_t h = name_hash(e->str, nl) & (slots - 1), b;
+        while ((b = table[h]) &&
+               !(bk[b - 1].nl_len == nl && !memcmp(bk[b - 1].nl, e->str, nl)))
+            h = (h + 1) & (slots - 1);
+        if (!b) {
             char first[CCH_NAME_BUF];
-            memcpy(first, names[i], lens[i]);
-            first[lens[i]] = '\0';
-            bk[nb] = (bucket){names[i], nl, rl_hash(names[i], nl, l->n_shards), 0, 0,
-                              rl_capacity_for(l, first)};
-            nb++;
+            memcpy(first, e->str, e->len);
+            first[e->len] = '\0';
+            bk[nb] = (bucket){e->str, nl, rl_hash(e->str, nl, l->n_shards), 0, 0,
+                              rl_capacity_for(l, first), false};
+            table[h] = b = ++nb;
         }
-        bk[b].n++;
-        bucket_of[i] = b;
+        bk[b - 1].n++;
+        bucket_of[nn++] = b - 1;
     }
-    /* Is a bucket ours? Then its members are delivered in-process, not via Redis. */
-    bool *ours = cch__calloc(nb ? nb : 1, sizeof *ours);
-    if (!ours) {
-        RL_COUNT(l, dropped, nn);
-        RL_COUNT(l, errors, 1);
-        goto out;
-    }
+    /* Is a bucket ours? Then its members are served in-process, not via Redis. */
+    size_t n_ours = 0, ours_bytes = 0;
     pthread_mutex_lock(&l->lock);
     for (size_t b = 0; b < nb; b++) {
         rl_name *q;
         HASH_FIND(hh, l->qkeys, bk[b].nl, bk[b].nl_len, q);
-        ours[b] = q != NULL;
+        bk[b].ours = q != NULL;
     }
     pthread_mutex_unlock(&l->lock);
-    if (!(op->flags & RL_OPF_LOCAL_DONE))
-        for (size_t i = 0; i < nn; i++)
-            if (ours[bucket_of[i]]) rl_deliver_local(l, names[i], lens[i], op->msg);
-    /* Group the other buckets' members contiguously: idx sorted by bucket. */
-    size_t *idx = cch__malloc((nn ? nn : 1) * sizeof *idx);
-    if (!idx) {
-        cch__free(ours);
+    /* One entry per other queue key: the message with the list of its members, which
+     * cn / cl hold bucket after bucket (bucket b's from bk[b].first), in their order. */
+    const char **cn = cch__malloc((nn ? nn : 1) * sizeof *cn);
+    size_t *cl = cch__malloc((nn ? nn : 1) * sizeof *cl);
+    bool *touched = cch__calloc(l->n_shards, sizeof *touched);
+    bool full_key = false; /* one of the keys is full, or far behind */
+    if (!cn || !cl || !touched) {
         RL_COUNT(l, dropped, nn);
         RL_COUNT(l, errors, 1);
-        goto out;
+        nb = 0;
     }
-    size_t pos = 0;
-    for (size_t b = 0; b < nb; b++) {
+    for (size_t b = 0, pos = 0; b < nb; b++) {
         bk[b].first = pos;
         pos += bk[b].n;
         bk[b].n = 0;
     }
-    for (size_t i = 0; i < nn; i++) {
+    for (size_t i = 0; nb && i < nn; i++) {
         bucket *b = &bk[bucket_of[i]];
-        idx[b->first + b->n++] = i;
+        cn[b->first + b->n] = names[i];
+        cl[b->first + b->n++] = lens[i];
     }
-    /* Per shard: trim every key, then one EVAL of the capacity script. */
-    char cutoff[32], score[32], expiry[16];
-    rl_fmt_cutoff(cutoff, sizeof cutoff, op->now_us, l->expiry_s);
-    rl_fmt_score(score, sizeof score, op->now_us);
-    snprintf(expiry, sizeof expiry, "%u", l->expiry_s);
-    const char **nm_ptr = cch__malloc((nn ? nn : 1) * sizeof *nm_ptr);
-    for (uint32_t sh = 0; sh < l->n_shards; sh++) {
-        size_t K = 0, members = 0;
-        for (size_t b = 0; b < nb; b++)
-            if (!ours[b] && bk[b].shard == sh) K++, members += bk[b].n;
-        if (!K) continue;
-        redisAsyncContext *ac = rl_cmd(l, sh);
-        if (!ac) {
-            RL_COUNT(l, dropped, members);
-            cch_layer_log(&l->base, CCH_LOG_DEBUG,
-                          "redis: group_send to %s: %zu member(s) on a disconnected server",
-                          op->group, members);
+    for (size_t b = 0; b < nb; b++) {
+        if (bk[b].ours) {
+            n_ours += bk[b].n;
             continue;
         }
-        size_t argc = 3 + 3 * K + 2;
-        const char **argv = cch__malloc(argc * sizeof *argv);
-        size_t *alen = cch__malloc(argc * sizeof *alen);
-        char *keys = cch__malloc(K * KEY_BUF + K * 24);
-        rl_buf *blobs = cch__calloc(K, sizeof *blobs);
-        gs_batch *batch = cch__malloc(sizeof *batch + K * sizeof(size_t));
-        bool ok = argv && alen && keys && blobs && batch && nm_ptr;
-        size_t k = 0;
-        char numkeys[24];
-        snprintf(numkeys, sizeof numkeys, "%zu", K);
-        for (size_t b = 0; ok && b < nb; b++) {
-            if (ours[b] || bk[b].shard != sh) continue;
-            char *key = keys + k * KEY_BUF;
-            char *cap = keys + K * KEY_BUF + k * 24;
-            size_t klen = queue_key(l, bk[b].nl, bk[b].nl_len, key);
-            snprintf(cap, 24, "%zu", bk[b].cap);
-            size_t *ml = cch__malloc(bk[b].n * sizeof *ml);
-            if (!ml) {
-                ok = false;
-                break;
-            }
-            for (size_t j = 0; j < bk[b].n; j++) {
-                nm_ptr[j] = names[idx[bk[b].first + j]];
-                ml[j] = lens[idx[bk[b].first + j]];
-            }
-            ok = rl_encode(&blobs[k], RL_RANDOM_PREFIX, cch_msg_type(op->msg), op->body,
-                           nm_ptr, ml, bk[b].n, true);
-            cch__free(ml);
-            argv[3 + k] = key;
-            alen[3 + k] = klen;
-            argv[3 + K + k] = blobs[k].p;
-            alen[3 + K + k] = blobs[k].len;
-            argv[3 + 2 * K + k] = cap;
-            alen[3 + 2 * K + k] = strlen(cap);
-            batch->counts[k] = bk[b].n;
-            k++;
-        }
+        char key[KEY_BUF];
+        size_t klen = queue_key(l, bk[b].nl, bk[b].nl_len, key);
+        rl_buf eb = {0};
+        static const char head[offsetof(rl_entry, data)]; /* room for the rl_entry */
+        bool ok = rl_buf_put(&eb, head, sizeof head) &&
+                  rl_encode(&eb, RL_RANDOM_PREFIX, cch_msg_type(op->msg), op->body,
+                            cn + bk[b].first, cl + bk[b].first, bk[b].n, true) &&
+                  outbox_add(&l->shards[bk[b].shard], key, klen, bk[b].cap, &eb, op,
+                             bk[b].n);
         if (ok) {
-            argv[0] = "EVAL";
-            alen[0] = 4;
-            argv[1] = send_script;
-            alen[1] = sizeof send_script - 1;
-            argv[2] = numkeys;
-            alen[2] = strlen(numkeys);
-            argv[argc - 2] = score;
-            alen[argc - 2] = strlen(score);
-            argv[argc - 1] = expiry;
-            alen[argc - 1] = strlen(expiry);
-            batch->op = op;
-            batch->nkeys = K;
-            for (size_t j = 0; j < K; j++) {
-                const char *trim[4] = {"ZREMRANGEBYSCORE", argv[3 + j], "0", cutoff};
-                size_t trim_len[4] = {16, alen[3 + j], 1, strlen(cutoff)};
-                op->pending++;
-                rl_command(ac, cb_queue_trim, op, 4, trim, trim_len);
-            }
-            op->pending++;
-            rl_command(ac, cb_group_eval, batch, (int)argc, argv, alen);
-            batch = NULL;
+            touched[bk[b].shard] = true;
+            rl_outkey *k;
+            HASH_FIND(hh, l->shards[bk[b].shard].outkeys, key, klen, k);
+            if (k && (k->full_since || k->n > RL_PUSH_BATCH)) full_key = true;
         } else {
-            RL_COUNT(l, dropped, members);
+            RL_COUNT(l, dropped, bk[b].n);
             RL_COUNT(l, errors, 1);
         }
-        for (size_t j = 0; blobs && j < K; j++) rl_buf_free(&blobs[j]);
-        cch__free(argv);
-        cch__free(alen);
-        cch__free(keys);
-        cch__free(blobs);
-        cch__free(batch);
+        rl_buf_free(&eb);
     }
-    cch__free(nm_ptr);
-    cch__free(idx);
-    cch__free(ours);
+    /* Our own members: now, unless earlier group_sends' members still wait or one of
+     * this one's keys is full: then after them and after its entries are in. */
+    if (n_ours && !(op->flags & RL_OPF_LOCAL_DONE)) {
+        if (!l->local_head && !full_key) {
+            size_t m = 0; /* compact ours to the front of names / lens */
+            for (size_t i = 0; i < nn; i++)
+                if (bk[bucket_of[i]].ours) {
+                    names[m] = names[i];
+                    lens[m++] = lens[i];
+                }
+            rl_deliver_names(l, op->msg, names, lens, m);
+        } else {
+            for (size_t i = 0; i < nn; i++)
+                if (bk[bucket_of[i]].ours) ours_bytes += lens[i] + 1;
+            char *p = op->local_names = cch__malloc(ours_bytes);
+            if (!p) {
+                RL_COUNT(l, dropped, n_ours);
+                RL_COUNT(l, errors, 1);
+            } else {
+                for (size_t i = 0; i < nn; i++)
+                    if (bk[bucket_of[i]].ours) {
+                        memcpy(p, names[i], lens[i]);
+                        p[lens[i]] = '\0';
+                        p += lens[i] + 1;
+                    }
+                op->n_local = n_ours;
+                op->pending++;
+                op->local_next = NULL;
+                if (l->local_tail) l->local_tail->local_next = op;
+                else l->local_head = op;
+                l->local_tail = op;
+            }
+        }
+    }
+    for (uint32_t sh = 0; touched && sh < l->n_shards; sh++)
+        if (touched[sh]) rl_core_push(l, &l->shards[sh]);
+    cch__free(cn);
+    cch__free(cl);
+    cch__free(touched);
 out:
     cch__free(names);
     cch__free(lens);
     cch__free(bk);
-    cch__free(order);
+    cch__free(bucket_of);
+    cch__free(table);
 }
 
+/* The members of a group_send's group (and of those chained to it). */
 static void cb_group_members(redisAsyncContext *ac, void *r, void *pd) {
     rl_layer *l = layer_of(ac);
-    rl_op *op = pd;
     const redisReply *reply = r;
-    if (!reply) { /* the connection broke: nobody got it; at least serve our members */
-        RL_COUNT(l, dropped, 1);
-        if (!(op->flags & RL_OPF_LOCAL_DONE) && !l->stopping) {
-            cch_group_send_result res;
-            cch_layer_group_send(l->local, op->group, op->msg, op->exclude, &res);
-            op->flags |= RL_OPF_LOCAL_DONE;
+    bool ok = rl_reply_ok(l, reply, "group_send") && reply->type == REDIS_REPLY_ARRAY;
+    for (rl_op *op = pd, *next; op; op = next) {
+        next = op->chain;
+        op->chain = NULL;
+        if (!reply) { /* the connection broke: nobody got it; at least serve our members */
+            RL_COUNT(l, dropped, 1);
+            if (!(op->flags & RL_OPF_LOCAL_DONE) && !l->stopping) {
+                cch_group_send_result res;
+                cch_layer_group_send(l->local, op->group, op->msg, op->exclude, &res);
+                op->flags |= RL_OPF_LOCAL_DONE;
+            }
         }
+        if (ok && !l->stopping) group_fanout(l, op, reply);
+        rl_op_reply(l, op);
     }
-    if (rl_reply_ok(l, reply, "group_send") && reply->type == REDIS_REPLY_ARRAY && !l->stopping)
-        group_fanout(l, op, reply);
-    rl_op_reply(l, op);
 }
 
 static void cb_members(redisAsyncContext *ac, void *r, void *pd) {
@@ -606,7 +1181,11 @@ static void not_now(rl_layer *l, rl_op *op) {
 void rl_core_dispatch(rl_layer *l, rl_op *op) {
     redisAsyncContext *ac = rl_cmd(l, op->shard);
     if (!ac) {
-        not_now(l, op);
+        for (rl_op *next; op; op = next) {
+            next = op->chain;
+            op->chain = NULL;
+            not_now(l, op);
+        }
         return;
     }
     char key[KEY_BUF], score[32], cutoff[32], ttl[16];
@@ -642,6 +1221,7 @@ void rl_core_dispatch(rl_layer *l, rl_op *op) {
         const char *range[4] = {"ZRANGE", key, "0", "-1"};
         size_t range_len[4] = {6, klen, 1, 2};
         op->pending = 2;
+        for (rl_op *c = op->chain; c; c = c->chain) c->pending = 1;
         rl_command(ac, cb_group_trim, op, 4, trim, trim_len);
         rl_command(ac, cb_group_members, op, 4, range, range_len);
         return;
@@ -790,5 +1370,6 @@ void rl_core_shard_up(rl_layer *l, rl_shard *s) {
         rl_core_dispatch(l, op);
     }
     rl_core_readd(l, s);
+    rl_core_push(l, s);     /* group_send entries that waited */
     rl_core_pop_kick(l, s); /* CLIENT UNBLOCK needs the command connection */
 }

@@ -38,6 +38,11 @@
 #define RL_ASGI_CHANNEL "__asgi_channel__"
 #define RL_POP_TIMEOUT "5"         /* BZPOPMIN timeout, seconds, as channels_redis */
 #define RL_DRAIN_BATCH 128         /* ZPOPMIN count after a BZPOPMIN */
+#define RL_PUSH_BATCH 256          /* most group_send entries per key in one push */
+#define RL_PUSH_BYTES 65536        /* ... and about this many bytes of them in all */
+#define RL_PUSH_RETRY_MS 1         /* a full queue key is tried again after this */
+#define RL_FULL_PATIENCE_MS 2000   /* ... and given up on (channels_redis: dropped) */
+#define RL_TRIM_AFTER (1u << 20)   /* bytes waited in outboxes: give them back after */
 
 /* ---- a growable byte buffer (cch__ allocator) ------------------------------------ */
 
@@ -163,6 +168,14 @@ struct rl_op {
     const char *group;          /* in data, or NULL */
     const char *channel;        /* in data, or NULL */
     const char *exclude;        /* in data, or NULL */
+    /* GROUP_SEND, I/O thread: entries not yet in Redis, and our own members, served
+     * (in the order of the group_sends) once its entries are all in */
+    uint32_t remote_left;
+    size_t n_local;
+    char *local_names;          /* n_local NUL-terminated names, or NULL */
+    rl_op *local_next;          /* in rl_layer.local_head's list */
+    rl_op *chain;               /* GROUP_SEND: later ones to the same group, sharing
+                                   this one's ZRANGE (on_wake links them) */
     char data[];
 };
 
@@ -173,6 +186,30 @@ typedef struct rl_name {
     size_t len;
     char name[];
 } rl_name;
+
+/* A queue member a group_send writes to another process's queue key: it waits in
+ * the key's outbox until Redis has room for it (redis_core.c). */
+typedef struct rl_entry {
+    struct rl_entry *next;
+    rl_op *op;                  /* its group_send (holds one of op->pending) */
+    size_t members;             /* channels it carries */
+    size_t len;
+    char data[];                /* random prefix + msgpack */
+} rl_entry;
+
+/* One queue key's outbox (I/O thread). */
+typedef struct rl_outkey {
+    UT_hash_handle hh;
+    rl_entry *head, *tail;      /* in the order of the group_sends */
+    size_t n;
+    size_t cap;                 /* the key's capacity */
+    uint64_t full_since;        /* loop ms of the first refusal of the head; 0: none */
+    uint64_t retry_at;          /* loop ms: while full, not tried before */
+    bool lossy;                 /* full for longer than RL_FULL_PATIENCE_MS: drop */
+    size_t push_n;              /* entries in the push being built */
+    size_t klen;
+    char key[];
+} rl_outkey;
 
 typedef struct rl_conn_state {
     redisAsyncContext *ac;
@@ -195,8 +232,14 @@ typedef struct rl_shard {
     rl_op *pend_head, *pend_tail;   /* operations waiting for this shard */
     long long pop_id;               /* CLIENT ID of the pop connection, -1 unknown */
     bool pop_busy, pop_blocking, unblock_sent;
+    bool wake_hold;                 /* core: wakeups wait for the drain's reply */
     char *drain_key;                /* core: the key to ZPOPMIN next, or NULL */
     size_t drain_len;
+    rl_outkey *outkeys;             /* core: group_send entries waiting, per key */
+    size_t out_entries;
+    bool push_busy;                 /* core: one push script in flight */
+    uv_timer_t push_timer;          /* core: retries a full key */
+    bool push_timer_armed;
     uint32_t sub_pending;           /* pubsub: (un)subscribe confirmations due */
     bool pop_subscribed;            /* pubsub: groups and channels subscribed */
     /* any thread */
@@ -206,7 +249,19 @@ typedef struct rl_shard {
 
 typedef struct rl_stats {
     uint64_t sent, full, expired, groups_expired, dropped, errors;
+    uint64_t refused;   /* in-process sends refused (full) and tried again: not `full` */
 } rl_stats;
+
+/* A received message some of whose in-process channels were full: it waits, with
+ * the names still due, and so does every later one (redis_core.c). */
+typedef struct rl_held {
+    struct rl_held *next;
+    cch_msg *msg;               /* one reference */
+    uint64_t since;             /* loop ms of the first refusal */
+    size_t n;                   /* names still due */
+    size_t len;                 /* bytes of names in use */
+    char names[];               /* n NUL-terminated names */
+} rl_held;
 
 struct rl_layer {
     cch_layer base;
@@ -247,6 +302,26 @@ struct rl_layer {
     uv_async_t wake;
     uv_timer_t refresh;
     bool self_destroy;          /* destroyed from the I/O thread itself */
+    rl_op *local_head, *local_tail; /* core: group_sends whose own members wait */
+    rl_held *held_head, *held_tail; /* deliveries waiting for room in our channels */
+    size_t wait_bytes, wait_peak;   /* in outboxes and held now; most since a trim */
+    /* name lists whose names were all ours: the same list again (a room's members in
+     * one group message after another) skips the per-name check, until a release */
+    struct rl_list {
+        uint64_t gen;               /* owned_gen when it was checked */
+        size_t n;
+        char *data;                 /* per name: its length (a byte), its bytes */
+    } lists[4];
+    unsigned list_next;
+    uint64_t owned_gen;             /* counts releases of our channels (lock) */
+    rl_name *lossy;                 /* our channels full for too long: not waited for */
+    uv_timer_t held_timer;
+    bool held_timer_armed;
+    bool in_batch;                  /* in a read callback: receivers' wakeups wait */
+    bool deferring;                 /* ... and try_names is sending (lock held) */
+    unsigned wakes_held;            /* shards whose wake_hold is set */
+    struct rl_wake *wakes;          /* receivers to wake at the batch's end (lock) */
+    struct rl_wake *receivers;      /* every receiver's wrapper (lock) */
     struct rl_echo *echoes, *echo_tail; /* pubsub: our group_sends' echoes to drop */
     size_t n_echoes;
     atomic_uint_fast64_t last_us;
@@ -307,8 +382,38 @@ void rl_command(redisAsyncContext *ac, redisCallbackFn *fn, void *pd, int argc,
  * `r` is a usable (non-error) reply. */
 bool rl_reply_ok(rl_layer *l, const redisReply *r, const char *what);
 
-/* I/O thread, any mode: deliver a received message to local channel `name`. */
+/* I/O thread, any mode: delivers a message to this process's channels names[0..n)
+ * (lengths lens), in order after any delivery still waiting. A channel that is full
+ * is waited for (the message and all later ones are kept, and the pop loop pauses,
+ * so that the queue key fills up and senders slow down) for RL_FULL_PATIENCE_MS;
+ * then it is skipped (counted in `full`) until it takes a message again. Names that
+ * are not (or no longer) ours are counted in `dropped`. */
+void rl_deliver_names(rl_layer *l, cch_msg *m, const char *const *names, const size_t *lens,
+                      size_t n);
+/* The same for one name. */
 void rl_deliver_local(rl_layer *l, const char *name, size_t len, cch_msg *m);
+/* A receiver's wakeup, as the layer's own: while the I/O thread delivers what one
+ * read brought, wakeups wait for the end of it (rl_batch_end), so that a receiver's
+ * loop finds the whole batch at once rather than racing the deliveries. */
+typedef struct rl_wake {
+    struct rl_wake *next;       /* in rl_layer.receivers */
+    struct rl_wake *next_wake;  /* in rl_layer.wakes */
+    rl_layer *l;
+    cch_receiver *r;
+    cch_wakeup_fn fn;
+    void *ud;
+    bool queued;
+} rl_wake;
+
+void rl_wake_fn(void *ud);
+/* I/O thread: a batch of deliveries begins / ends (then the wakeups are called). */
+void rl_batch_begin(rl_layer *l);
+void rl_batch_end(rl_layer *l);
+/* I/O thread: a shard's hold on wakeups is over (its drain answered, or it is gone). */
+void rl_wake_release(rl_layer *l, rl_shard *s);
+
+/* I/O thread, at stop: drops what waits. */
+void rl_held_cleanup(rl_layer *l);
 
 /* Attaches a hiredis context to the loop (redis_uv.c). REDIS_OK or REDIS_ERR. */
 int rl_uv_attach(redisAsyncContext *ac, uv_loop_t *loop);
@@ -324,6 +429,8 @@ void rl_core_shard_up(rl_layer *l, rl_shard *s);      /* cmd connection up */
 void rl_core_pop_up(rl_layer *l, rl_shard *s);        /* pop connection up */
 void rl_core_pop_kick(rl_layer *l, rl_shard *s);      /* keys changed / start */
 void rl_core_readd(rl_layer *l, rl_shard *s);         /* re-add our memberships */
+void rl_core_push(rl_layer *l, rl_shard *s);          /* write waiting entries */
+void rl_core_cleanup(rl_layer *l);                    /* at stop: drops the outboxes */
 
 void rl_pubsub_dispatch(rl_layer *l, rl_op *op);
 void rl_pubsub_sub_up(rl_layer *l, rl_shard *s);      /* subscriber connection up */

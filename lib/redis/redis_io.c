@@ -33,6 +33,7 @@ const char *rl_op_str(rl_op *op, size_t *pos, const char *s, size_t n) {
 void rl_op_free(rl_op *op) {
     if (!op) return;
     cch_msg_unref(op->msg);
+    cch__free(op->local_names);
     cch__free(op);
 }
 
@@ -269,6 +270,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
     cs->setup = 0;
     if (pop) {
         s->pop_busy = s->pop_blocking = false;
+        rl_wake_release(l, s);
         s->sub_pending = 0;
         s->pop_subscribed = false;
         atomic_store(&s->pop_ready, false);
@@ -304,6 +306,8 @@ static void shutdown_io(rl_layer *l) {
         rl_shard *s = &l->shards[i];
         uv_timer_stop(&s->retry);
         uv_close((uv_handle_t *)&s->retry, close_cb);
+        uv_timer_stop(&s->push_timer);
+        uv_close((uv_handle_t *)&s->push_timer, close_cb);
         if (s->cmd.ac) redisAsyncFree(s->cmd.ac); /* pending callbacks get NULL */
         if (s->pop.ac) redisAsyncFree(s->pop.ac);
         s->cmd.ac = s->pop.ac = NULL;
@@ -329,6 +333,11 @@ static void shutdown_io(rl_layer *l) {
         }
     }
     if (l->pubsub) rl_pubsub_cleanup(l);
+    else rl_core_cleanup(l);
+    rl_held_cleanup(l);
+    rl_batch_end(l); /* wakeups still due */
+    uv_timer_stop(&l->held_timer);
+    uv_close((uv_handle_t *)&l->held_timer, close_cb);
     uv_timer_stop(&l->refresh);
     uv_close((uv_handle_t *)&l->refresh, close_cb);
     uv_close((uv_handle_t *)&l->wake, close_cb);
@@ -360,6 +369,15 @@ static void on_wake(uv_async_t *h) {
         rl_op *op = list;
         list = op->next;
         op->next = NULL;
+        /* consecutive group_sends to one group read its members once */
+        for (rl_op *t = op; !l->pubsub && op->kind == RL_OP_GROUP_SEND && list &&
+                            list->kind == RL_OP_GROUP_SEND && list->shard == op->shard &&
+                            !strcmp(list->group, op->group);) {
+            t->chain = list;
+            t = list;
+            list = list->next;
+            t->next = NULL;
+        }
         if (l->pubsub) rl_pubsub_dispatch(l, op);
         else rl_core_dispatch(l, op);
     }
@@ -410,15 +428,22 @@ int rl_io_start(rl_layer *l) {
         return CCH_EIO;
     }
     uv_timer_init(&l->loop, &l->refresh);
+    uv_timer_init(&l->loop, &l->held_timer);
+    l->held_timer.data = l;
     for (uint32_t i = 0; i < l->n_shards; i++) {
         uv_timer_init(&l->loop, &l->shards[i].retry);
         l->shards[i].retry.data = &l->shards[i];
+        uv_timer_init(&l->loop, &l->shards[i].push_timer);
+        l->shards[i].push_timer.data = &l->shards[i];
     }
     if (pthread_create(&l->thread, NULL, io_main, l) != 0) {
         uv_close((uv_handle_t *)&l->wake, NULL);
         uv_close((uv_handle_t *)&l->refresh, NULL);
-        for (uint32_t i = 0; i < l->n_shards; i++)
+        uv_close((uv_handle_t *)&l->held_timer, NULL);
+        for (uint32_t i = 0; i < l->n_shards; i++) {
             uv_close((uv_handle_t *)&l->shards[i].retry, NULL);
+            uv_close((uv_handle_t *)&l->shards[i].push_timer, NULL);
+        }
         uv_run(&l->loop, UV_RUN_DEFAULT);
         uv_loop_close(&l->loop);
         return CCH_EIO;

@@ -71,12 +71,46 @@ static uint32_t group_shard(const rl_layer *l, const char *group, size_t glen) {
 
 /* ---- operations -------------------------------------------------------------------------- */
 
+/* Receivers are the in-memory layer's, with their wakeup wrapped (rl_wake_fn). */
 static cch_receiver *rl_receiver_new(cch_layer *base, cch_wakeup_fn wakeup, void *ud) {
-    return cch_layer_receiver_new(RL(base)->local, wakeup, ud);
+    rl_layer *l = RL(base);
+    if (!wakeup) return cch_layer_receiver_new(l->local, NULL, ud);
+    rl_wake *w = cch__calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->l = l;
+    w->fn = wakeup;
+    w->ud = ud;
+    w->r = cch_layer_receiver_new(l->local, rl_wake_fn, w);
+    if (!w->r) {
+        cch__free(w);
+        return NULL;
+    }
+    pthread_mutex_lock(&l->lock);
+    w->next = l->receivers;
+    l->receivers = w;
+    pthread_mutex_unlock(&l->lock);
+    return w->r;
 }
 
 static void rl_receiver_free(cch_layer *base, cch_receiver *r) {
-    cch_layer_receiver_free(RL(base)->local, r);
+    rl_layer *l = RL(base);
+    cch_layer_receiver_free(l->local, r); /* no more wakeups */
+    pthread_mutex_lock(&l->lock);
+    rl_wake *w = NULL;
+    for (rl_wake **pp = &l->receivers; *pp; pp = &(*pp)->next)
+        if ((*pp)->r == r) {
+            w = *pp;
+            *pp = w->next;
+            break;
+        }
+    if (w && w->queued)
+        for (rl_wake **pp = &l->wakes; *pp; pp = &(*pp)->next_wake)
+            if (*pp == w) {
+                *pp = w->next_wake;
+                break;
+            }
+    pthread_mutex_unlock(&l->lock);
+    cch__free(w);
 }
 
 static int rl_new_channel(cch_layer *base, const char *prefix, cch_receiver *r, void *ud,
@@ -118,7 +152,10 @@ static int rl_release_channel(cch_layer *base, const char *channel) {
     rl_layer *l = RL(base);
     pthread_mutex_lock(&l->lock);
     rl_name *own = name_find(l->owned, channel, strlen(channel));
-    if (own) name_del(&l->owned, own);
+    if (own) {
+        name_del(&l->owned, own);
+        l->owned_gen++; /* lists known to be all ours may not be any more */
+    }
     pthread_mutex_unlock(&l->lock);
     return cch_layer_release_channel(l->local, channel);
 }
@@ -369,7 +406,7 @@ static void rl_stats_get(cch_layer *base, cch_layer_stats *out) {
     pthread_mutex_unlock(&l->lock);
     out->sent = m.sent + st.sent;
     out->delivered = m.delivered;
-    out->full = m.full + st.full;
+    out->full = m.full + st.full - (st.refused < m.full ? st.refused : m.full);
     out->expired = m.expired + st.expired;
     out->groups_expired = m.groups_expired + st.groups_expired;
     out->dropped = m.dropped + st.dropped;
@@ -420,10 +457,29 @@ void rl_free_all(rl_layer *l) {
     names_free(&l->qkeys);
     names_free(&l->groups);
     names_free(&l->fetching);
+    for (size_t i = 0; i < sizeof l->lists / sizeof l->lists[0]; i++) cch__free(l->lists[i].data);
     cch_layer_unref(l->local);
+    while (l->receivers) { /* receivers never freed: freed with the in-memory layer */
+        rl_wake *w = l->receivers;
+        l->receivers = w->next;
+        cch__free(w);
+    }
     pthread_cond_destroy(&l->cond);
     pthread_mutex_destroy(&l->lock);
     cch__free(l);
+}
+
+/* The in-memory layer's clock: its expiries are seconds long, and it reads the clock
+ * on every send (hundreds per received group message), so the coarse clock will do. */
+static uint64_t coarse_ms(void *ud) {
+    (void)ud;
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void forward_log(void *ud, int level, const char *msg) {
@@ -543,6 +599,7 @@ int cch_redis_layer_new(const cch_redis_layer_options *o, cch_layer **out) {
         mo.capacity = l->capacity;
         mo.expiry_ms = (uint64_t)l->expiry_s * 1000u;
         mo.group_expiry_ms = UINT64_MAX; /* our memberships: refreshed, never expired here */
+        mo.clock = coarse_ms;
         l->local = cch_memory_layer_new(&mo);
         if (!l->local) rc = CCH_ENOMEM;
         else cch_layer_set_log(l->local, forward_log, l);

@@ -19,8 +19,11 @@ typedef struct rl_uv_events {
 static void on_poll(uv_poll_t *h, int status, int events) {
     rl_uv_events *p = h->data;
     int ev = status < 0 ? p->events : events; /* an error: let hiredis run into it */
+    rl_layer *l = p->ac ? ((rl_shard *)p->ac->data)->l : NULL;
+    if (l) rl_batch_begin(l); /* wake receivers once, after all that was read */
     if (p->ac && (ev & UV_READABLE)) redisAsyncHandleRead(p->ac);
     if (p->ac && (ev & UV_WRITABLE)) redisAsyncHandleWrite(p->ac);
+    if (l) rl_batch_end(l);
 }
 
 static void update(rl_uv_events *p, int add, int del) {
