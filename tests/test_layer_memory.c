@@ -1349,9 +1349,10 @@ static void drain(cch_layer *l, cch_receiver *r, size_t max) {
     for (int i = 0; i < n; i++) cch_msg_unref(d[i].msg);
 }
 
-/* Congested while a bound channel holds more than half the capacity; calm again
- * (and every other receiver woken) when the last such channel goes back under it,
- * whichever way: poll, expiry, release, its receiver's end. */
+/* Congested while a bound channel holds more than half the capacity and is not full;
+ * calm again (and every other receiver woken) when the last such channel goes back
+ * under the mark, whichever way (poll, expiry, release, its receiver's end), or is
+ * full. */
 static void test_congestion(void **state) {
     (void)state;
     cch_layer *l = new_layer(8, 10000, 0); /* high-water mark: 4 */
@@ -1388,15 +1389,20 @@ static void test_congestion(void **state) {
     for (int i = 0; i < 3; i++) assert_int_equal(cch_layer_send(l, u, m), 0); /* 5 + 3 */
     assert_false(cch_layer_congested(l)); /* the unbound channel is full: no matter */
 
-    /* expiry: a's 8 messages expire; the next send purges them (a full channel) */
-    for (int i = 0; i < 8; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
+    /* a full channel is no congestion (its receiver stopped keeping up): calm */
+    c3 = atomic_load(&w3.calls);
+    for (int i = 0; i < 7; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
     assert_true(cch_layer_congested(l));
     assert_int_equal(stats(l).congested, 2);
-    now_ms += 20000;
-    c3 = atomic_load(&w3.calls);
-    assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_int_equal(cch_layer_send(l, a, m), 0); /* 8: full */
     assert_false(cch_layer_congested(l));
     assert_int_equal(atomic_load(&w3.calls), c3 + 1);
+    assert_int_equal(cch_layer_send(l, a, m), CCH_ECHANFULL);
+    assert_false(cch_layer_congested(l));
+    /* a send that purges a full channel's expired messages: back under the mark */
+    now_ms += 20000;
+    assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_false(cch_layer_congested(l));
     /* expiry seen by poll */
     for (int i = 0; i < 5; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
     assert_true(cch_layer_congested(l));
@@ -1420,21 +1426,24 @@ static void test_congestion(void **state) {
     assert_false(cch_layer_congested(l));
     assert_int_equal(atomic_load(&w3.calls), c3 + 1);
     assert_int_equal(stats(l).congested, 5);
-    assert_int_equal(stats(l).full, 0);
+    assert_int_equal(stats(l).full, 1);
 
-    /* capacity 1: the mark is 0, any message waiting for a receiver is congestion */
+    /* capacity 2: nothing between the mark (1) and full; capacity 3: 2 messages */
     cch_layer_receiver_free(l, r2);
     cch_layer_receiver_free(l, r3);
     cch_layer_unref(l);
-    l = new_layer(1, 0, 0);
-    cch_receiver *r = cch_layer_receiver_new(l, NULL, NULL);
-    chan(l, r, NULL, a);
-    assert_int_equal(cch_layer_send(l, a, m), 0);
-    assert_true(cch_layer_congested(l));
-    drain(l, r, 1);
-    assert_false(cch_layer_congested(l));
-    cch_layer_receiver_free(l, r);
-    cch_layer_unref(l);
+    for (size_t cap = 2; cap <= 3; cap++) {
+        l = new_layer(cap, 0, 0);
+        cch_receiver *r = cch_layer_receiver_new(l, NULL, NULL);
+        chan(l, r, NULL, a);
+        assert_int_equal(cch_layer_send(l, a, m), 0);
+        assert_int_equal(cch_layer_send(l, a, m), 0);
+        assert_int_equal(cch_layer_congested(l), cap == 3);
+        drain(l, r, 1);
+        assert_false(cch_layer_congested(l));
+        cch_layer_receiver_free(l, r);
+        cch_layer_unref(l);
+    }
     cch_msg_unref(m);
 }
 
@@ -1443,7 +1452,7 @@ static void test_congestion(void **state) {
 static void test_congestion_many_receivers(void **state) {
     (void)state;
     enum { N = 40 };
-    cch_layer *l = new_layer(2, 0, 0); /* mark: 1 */
+    cch_layer *l = new_layer(4, 0, 0); /* mark: 2 */
     waker w[N];
     cch_receiver *r[N];
     for (int i = 0; i < N; i++) {
@@ -1454,8 +1463,7 @@ static void test_congestion_many_receivers(void **state) {
     chan(l, r[0], NULL, a);
     cch_msg *m = msg("t");
     for (int round = 0; round < 2; round++) {
-        assert_int_equal(cch_layer_send(l, a, m), 0);
-        assert_int_equal(cch_layer_send(l, a, m), 0);
+        for (int i = 0; i < 3; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
         assert_true(cch_layer_congested(l));
         int before[N];
         for (int i = 0; i < N; i++) before[i] = atomic_load(&w[i].calls);

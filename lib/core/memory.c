@@ -36,13 +36,16 @@
  * receiver's bound list, or the layer's unbound list, which a small incremental
  * sweep walks to drop expired messages of channels nobody reads.
  *
- * Flow control (cch_layer_congested): the layer counts the bound channels holding
- * more than high_water (half the capacity) messages, and publishes "some are" in an
- * atomic that hosts read without the lock. A channel enters the count when a send
- * takes it from high_water to high_water + 1 messages and leaves it when a poll,
- * an expiry, a release or its receiver's end takes it back; when the count falls to
- * zero, the operation that did it wakes every other receiver after unlocking, so
- * that hosts that stopped reading while the layer was congested resume. */
+ * Flow control (cch_layer_congested): the layer counts the "hot" bound channels,
+ * those holding more than high_water (half the capacity) messages but fewer than the
+ * capacity, and publishes "some are" in an atomic that hosts read without the lock.
+ * A channel enters the count when a send takes it above high_water, and leaves it
+ * when a poll, an expiry, a release or its receiver's end takes it back, or when it
+ * becomes full: a full channel's receiver has stopped keeping up altogether (or is
+ * never polled), and holding every sender back for it would stall them all. When the
+ * count falls to zero, the operation that did it wakes every other receiver after
+ * unlocking, so that hosts that stopped reading while the layer was congested
+ * resume. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -224,23 +227,30 @@ static inline void ready_remove(cch_receiver *r, mem_channel *ch) {
 
 /* ---- flow control ------------------------------------------------------------------ */
 
-/* A send took a bound channel from high_water to high_water + 1 messages. */
-static void hot_enter(mem_layer *l) {
-    if (l->n_hot++ == 0) {
-        atomic_store_explicit(&l->congested, true, memory_order_relaxed);
-        l->st.congested++;
-    }
+static inline bool hot(const mem_layer *l, uint32_t count) {
+    return count > l->high_water && count < l->capacity;
 }
 
-/* ch, bound, went from `before` messages to ch->count (or is being unbound: then
- * count is taken as 0): leaves the hot count when it was hot and is not any more. */
-static inline void hot_leave(mem_layer *l, const mem_channel *ch, uint32_t before,
-                             uint32_t count) {
-    if (before <= l->high_water || count > l->high_water || !ch->recv) return;
-    if (--l->n_hot == 0) {
+/* ch, bound, went from `before` messages to `count` (0 when it is being unbound):
+ * enters or leaves the hot count. */
+static void hot_update(mem_layer *l, const mem_channel *ch, uint32_t before, uint32_t count) {
+    bool was = hot(l, before), is = hot(l, count);
+    if (was == is || !ch->recv) return;
+    if (is) {
+        if (l->n_hot++ == 0) {
+            atomic_store_explicit(&l->congested, true, memory_order_relaxed);
+            l->st.congested++;
+        }
+    } else if (--l->n_hot == 0) {
         atomic_store_explicit(&l->congested, false, memory_order_relaxed);
         l->calm_pending = true;
     }
+}
+
+/* After ch lost messages (from `before`): the cheap test first (poll's hot path). */
+static inline void hot_leave(mem_layer *l, const mem_channel *ch, uint32_t before,
+                             uint32_t count) {
+    if (before > l->high_water) hot_update(l, ch, before, count);
 }
 
 /* The layer has calmed down (lock held): collects the wakeups of every receiver but
@@ -610,7 +620,8 @@ static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
     ch->count++;
     cch__msg_ref_n(m, 1);
     l->st.sent++;
-    if (ch->count == l->high_water + 1 && ch->recv) hot_enter(l);
+    if ((ch->count == l->high_water + 1 || ch->count == l->capacity) && ch->recv)
+        hot_update(l, ch, ch->count - 1, ch->count);
     if (ch->recv && !ch->in_ready && ready_push(ch->recv, ch)) {
         w.fn = ch->recv->wakeup;
         w.ud = ch->recv->ud;
@@ -818,7 +829,8 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
         ch->count++;
         added++;
         cch_receiver *r = ch->recv;
-        if (__builtin_expect(ch->count == hot_at, 0) && r) hot_enter(l);
+        if (__builtin_expect(ch->count == hot_at || ch->count == capacity, 0) && r)
+            hot_update(l, ch, ch->count - 1, ch->count);
         if (r && !ch->in_ready && ready_push(r, ch) && r->wakeup) {
             wakes[nwake].fn = r->wakeup;
             wakes[nwake].ud = r->ud;
