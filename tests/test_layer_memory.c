@@ -389,10 +389,21 @@ static void stub_destroy(cch_layer *l) {
     (void)l;
     stub_destroyed++;
 }
+static bool stub_congested_now;
+static bool stub_congested(cch_layer *l) {
+    (void)l;
+    return stub_congested_now;
+}
 static const cch_layer_ops stub_ops = {
     "stub", stub_receiver_new, stub_receiver_free, stub_new_channel, stub_name, stub_send,
     stub_receive, stub_poll, stub_group, stub_group, stub_group_send, stub_members, stub_stats,
-    stub_destroy,
+    stub_destroy, stub_congested,
+};
+/* A table written before the optional `congested` operation existed. */
+static const cch_layer_ops stub_old_ops = {
+    "old", stub_receiver_new, stub_receiver_free, stub_new_channel, stub_name, stub_send,
+    stub_receive, stub_poll, stub_group, stub_group, stub_group_send, stub_members, stub_stats,
+    stub_destroy, NULL,
 };
 
 static void test_wrappers_pass_through(void **state) {
@@ -430,6 +441,14 @@ static void test_wrappers_pass_through(void **state) {
     cch_layer_stats_get(&l, &s);
     assert_int_equal(s.sent, 5);
     assert_int_equal(s.delivered, 0); /* zeroed before the layer fills it */
+    stub_congested_now = true;
+    assert_true(cch_layer_congested(&l));
+    stub_congested_now = false;
+    assert_false(cch_layer_congested(&l));
+    assert_false(cch_layer_congested(NULL));
+    cch_layer old;
+    cch_layer_init(&old, &stub_old_ops);
+    assert_false(cch_layer_congested(&old)); /* no operation: never congested */
     stub_destroyed = 0;
     cch_layer_ref(&l);
     cch_layer_unref(&l);
@@ -1378,6 +1397,145 @@ static void test_destroy_with_everything(void **state) {
     assert_int_equal(attach_freed, 1);
 }
 
+/* ---- flow control ------------------------------------------------------------------ */
+
+static void drain(cch_layer *l, cch_receiver *r, size_t max) {
+    cch_delivery d[64];
+    int n = cch_layer_poll(l, r, d, max < 64 ? max : 64);
+    assert_true(n >= 0);
+    for (int i = 0; i < n; i++) cch_msg_unref(d[i].msg);
+}
+
+/* Congested while a bound channel holds more than half the capacity and is not full;
+ * calm again (and every other receiver woken) when the last such channel goes back
+ * under the mark, whichever way (poll, expiry, release, its receiver's end), or is
+ * full. */
+static void test_congestion(void **state) {
+    (void)state;
+    cch_layer *l = new_layer(8, 10000, 0); /* high-water mark: 4 */
+    waker w1 = {0}, w2 = {0}, w3 = {0};
+    cch_receiver *r1 = cch_layer_receiver_new(l, wake_fn, &w1);
+    cch_receiver *r2 = cch_layer_receiver_new(l, wake_fn, &w2);
+    cch_receiver *r3 = cch_layer_receiver_new(l, wake_fn, &w3);
+    char a[CCH_NAME_BUF], b[CCH_NAME_BUF], u[CCH_NAME_BUF];
+    chan(l, r1, NULL, a);
+    chan(l, r2, NULL, b);
+    chan(l, NULL, NULL, u); /* unbound: nobody polls it, it never counts */
+    assert_int_equal(cch_layer_group_add(l, "g", a), 0);
+    assert_int_equal(cch_layer_group_add(l, "g", b), 0);
+    assert_int_equal(cch_layer_group_add(l, "g", u), 0);
+    cch_msg *m = msg("t");
+    assert_false(cch_layer_congested(l));
+    for (int i = 0; i < 4; i++) assert_int_equal(cch_layer_group_send(l, "g", m, NULL, NULL), 0);
+    assert_false(cch_layer_congested(l)); /* 4 each: at the mark, not above */
+    assert_int_equal(cch_layer_group_send(l, "g", m, NULL, NULL), 0);
+    assert_true(cch_layer_congested(l));
+    assert_int_equal(stats(l).congested, 1);
+
+    /* r1 drains part of its channel: 2 left, under the mark; b still holds 5 */
+    drain(l, r1, 3);
+    assert_true(cch_layer_congested(l));
+    /* r2 drains: calm; r1 and r3 are woken, not r2 (its own poll did it) */
+    int c1 = atomic_load(&w1.calls), c2 = atomic_load(&w2.calls), c3 = atomic_load(&w3.calls);
+    drain(l, r2, 64);
+    assert_false(cch_layer_congested(l));
+    assert_int_equal(atomic_load(&w1.calls), c1 + 1);
+    assert_int_equal(atomic_load(&w2.calls), c2);
+    assert_int_equal(atomic_load(&w3.calls), c3 + 1);
+    drain(l, r1, 64);
+    for (int i = 0; i < 3; i++) assert_int_equal(cch_layer_send(l, u, m), 0); /* 5 + 3 */
+    assert_false(cch_layer_congested(l)); /* the unbound channel is full: no matter */
+
+    /* a full channel is no congestion (its receiver stopped keeping up): calm */
+    c3 = atomic_load(&w3.calls);
+    for (int i = 0; i < 7; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_true(cch_layer_congested(l));
+    assert_int_equal(stats(l).congested, 2);
+    assert_int_equal(cch_layer_send(l, a, m), 0); /* 8: full */
+    assert_false(cch_layer_congested(l));
+    assert_int_equal(atomic_load(&w3.calls), c3 + 1);
+    assert_int_equal(cch_layer_send(l, a, m), CCH_ECHANFULL);
+    assert_false(cch_layer_congested(l));
+    /* a send that purges a full channel's expired messages: back under the mark */
+    now_ms += 20000;
+    assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_false(cch_layer_congested(l));
+    /* expiry seen by poll */
+    for (int i = 0; i < 5; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_true(cch_layer_congested(l));
+    now_ms += 20000;
+    drain(l, r1, 64);
+    assert_false(cch_layer_congested(l));
+
+    /* release of a hot channel */
+    for (int i = 0; i < 5; i++) assert_int_equal(cch_layer_send(l, b, m), 0);
+    assert_true(cch_layer_congested(l));
+    c1 = atomic_load(&w1.calls);
+    assert_int_equal(cch_layer_release_channel(l, b), 0);
+    assert_false(cch_layer_congested(l));
+    assert_int_equal(atomic_load(&w1.calls), c1 + 1);
+
+    /* the end of a receiver that never polls: its channels stop counting */
+    for (int i = 0; i < 6; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
+    assert_true(cch_layer_congested(l));
+    c3 = atomic_load(&w3.calls);
+    cch_layer_receiver_free(l, r1);
+    assert_false(cch_layer_congested(l));
+    assert_int_equal(atomic_load(&w3.calls), c3 + 1);
+    assert_int_equal(stats(l).congested, 5);
+    assert_int_equal(stats(l).full, 1);
+
+    /* capacity 2: nothing between the mark (1) and full; capacity 3: 2 messages */
+    cch_layer_receiver_free(l, r2);
+    cch_layer_receiver_free(l, r3);
+    cch_layer_unref(l);
+    for (size_t cap = 2; cap <= 3; cap++) {
+        l = new_layer(cap, 0, 0);
+        cch_receiver *r = cch_layer_receiver_new(l, NULL, NULL);
+        chan(l, r, NULL, a);
+        assert_int_equal(cch_layer_send(l, a, m), 0);
+        assert_int_equal(cch_layer_send(l, a, m), 0);
+        assert_int_equal(cch_layer_congested(l), cap == 3);
+        drain(l, r, 1);
+        assert_false(cch_layer_congested(l));
+        cch_layer_receiver_free(l, r);
+        cch_layer_unref(l);
+    }
+    cch_msg_unref(m);
+}
+
+/* More receivers than the wakeup stack holds: all are woken from an allocated list;
+ * without memory for it nobody is (the hosts bound their pauses), and nothing leaks. */
+static void test_congestion_many_receivers(void **state) {
+    (void)state;
+    enum { N = 40 };
+    cch_layer *l = new_layer(4, 0, 0); /* mark: 2 */
+    waker w[N];
+    cch_receiver *r[N];
+    for (int i = 0; i < N; i++) {
+        atomic_init(&w[i].calls, 0);
+        r[i] = cch_layer_receiver_new(l, wake_fn, &w[i]);
+    }
+    char a[CCH_NAME_BUF];
+    chan(l, r[0], NULL, a);
+    cch_msg *m = msg("t");
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3; i++) assert_int_equal(cch_layer_send(l, a, m), 0);
+        assert_true(cch_layer_congested(l));
+        int before[N];
+        for (int i = 0; i < N; i++) before[i] = atomic_load(&w[i].calls);
+        if (round == 1) fail_after(0);
+        drain(l, r[0], 64);
+        if (round == 1) alloc_restore();
+        assert_false(cch_layer_congested(l));
+        for (int i = 1; i < N; i++)
+            assert_int_equal(atomic_load(&w[i].calls), before[i] + (round == 0));
+    }
+    for (int i = 0; i < N; i++) cch_layer_receiver_free(l, r[i]);
+    cch_msg_unref(m);
+    cch_layer_unref(l);
+}
+
 /* ---- out of memory ----------------------------------------------------------------- */
 
 static void test_enomem(void **state) {
@@ -1707,6 +1865,8 @@ int main(void) {
         cmocka_unit_test(test_ring_slabs_storm),
         cmocka_unit_test(test_slab_pool),
         cmocka_unit_test(test_destroy_with_everything),
+        cmocka_unit_test(test_congestion),
+        cmocka_unit_test(test_congestion_many_receivers),
         cmocka_unit_test(test_enomem),
         cmocka_unit_test(test_threads_group_send),
         cmocka_unit_test(test_threads_churn),

@@ -391,6 +391,34 @@ static void test_capacity(void **state) {
     cch_layer_unref(a);
 }
 
+/* The loops of one process pause for each other through cch_layer_congested: the
+ * Redis layer reports its local channels' congestion (more than half the capacity
+ * queued on a channel bound to a receiver), and clears it when they are polled. */
+static void test_congested_follows_local_channels(void **state) {
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    flushall(1);
+    cch_redis_layer_options o = {.capacity = 4};
+    cch_layer *a = layer_on(1, &o);
+    fx_recv w;
+    fx_recv_init(&w, a);
+    char ch[CCH_NAME_BUF];
+    assert_int_equal(cch_layer_new_channel(a, NULL, w.r, NULL, ch, CCH_NAME_BUF), 0);
+    assert_false(cch_layer_congested(a));
+    cch_msg *m = msg("t", "{}");
+    for (int i = 0; i < 3; i++) assert_int_equal(cch_layer_send(a, ch, m), 0); /* 3 of 4 */
+    cch_msg_unref(m);
+    assert_true(cch_layer_congested(a));
+    cch_delivery d[4];
+    int n = fx_collect(&w, d, 3, 50);
+    assert_int_equal(n, 3);
+    fx_drop(d, n);
+    assert_false(cch_layer_congested(a));
+    cch_layer_release_channel(a, ch);
+    fx_recv_free(&w);
+    cch_layer_unref(a);
+}
+
 /* A sender that outruns another process: its queue key (capacity 5) and its
  * in-process channel (capacity 5 too) fill up, and nothing may be lost or reordered:
  * the layer waits for room (the sender's own echo waits with it) instead of dropping,
@@ -820,6 +848,7 @@ int main(void) {
         cmocka_unit_test(test_send_receive),
         cmocka_unit_test(test_group_send_two_instances),
         cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_congested_follows_local_channels),
         cmocka_unit_test(test_group_send_backpressure),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_restart),

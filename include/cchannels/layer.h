@@ -64,6 +64,7 @@ typedef struct cch_layer_stats {
     uint64_t groups_expired;      /* memberships dropped by group_expiry */
     uint64_t dropped;             /* messages lost otherwise (released channel, fault) */
     uint64_t errors;              /* operations that failed asynchronously */
+    uint64_t congested;           /* times the layer became congested (cch_layer_congested) */
 } cch_layer_stats;
 
 /* Reference counting. A layer is created with one reference; cch_app_new() takes over
@@ -151,6 +152,21 @@ int cch_layer_group_send(cch_layer *l, const char *group, const cch_msg *m,
  * CCH_ENOMEM) and cb is never called. */
 typedef void (*cch_members_fn)(void *ud, int status, const char *const *names, size_t n);
 int cch_layer_group_members(cch_layer *l, const char *group, cch_members_fn cb, void *ud);
+
+/* Flow control: whether some receiver has fallen behind, i.e. a channel bound to a
+ * receiver holds more messages than the layer's high-water mark (the memory layer:
+ * half its capacity) and is not full (a full channel's receiver has stopped keeping
+ * up altogether, or is never polled: holding senders back for it would only stall
+ * them). A host whose input produces messages (the WebSocket adapter
+ * reads its clients) may stop reading while this holds, so that senders on one
+ * thread do not outrun a receiver on another until its channels are full and
+ * group_send skips them (counted in `full`). When the layer stops being congested it
+ * calls the wakeup of every receiver (but the one whose poll cleared it), so that a
+ * host that paused resumes even when nothing else is pending for it.
+ * It is a hint: one atomic load, no lock, possibly stale by the time the caller acts
+ * on it; a receiver that is never polled keeps it set until its channel is full, so
+ * a host must bound its pauses. Thread-safe. false for NULL and for layers that do not track it. */
+bool cch_layer_congested(cch_layer *l);
 
 /* Copies the layer's counters into *out. */
 void cch_layer_stats_get(cch_layer *l, cch_layer_stats *out);

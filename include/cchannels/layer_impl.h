@@ -40,6 +40,10 @@ typedef struct cch_layer_ops {
     void (*stats)(cch_layer *l, cch_layer_stats *out);
     /* Frees the layer; called by the last cch_layer_unref. */
     void (*destroy)(cch_layer *l);
+    /* Optional (NULL: never congested; last, so that tables written before it stay
+     * valid): cch_layer_congested. Must be cheap and must not lock: a busy host calls
+     * it after every read. */
+    bool (*congested)(cch_layer *l);
 } cch_layer_ops;
 
 /* The base of every layer. */

@@ -44,6 +44,14 @@
  * close codes, control frames longer than 125 bytes) or 1007 (invalid UTF-8 in a text
  * message or a close reason, also when split across fragments).
  *
+ * Flow control: after reading an open connection the server asks the layer whether
+ * it is congested (cch_layer_congested: a receiver, say another loop of
+ * cch_ws_run_loops, has fallen behind) and if so stops reading that connection until
+ * the layer calms down, at most 100 ms (counted in reads_paused and pause_timeouts;
+ * after a pause that ran out, no more pauses until the layer is seen calm). So
+ * clients that send faster than the members of their groups are served wait in TCP
+ * instead of having their messages skipped for full channels.
+ *
  * Threads: a server and its app belong to the thread that runs the loop. Only the
  * layer's wakeup (uv_async_send) crosses threads (and, with cch_ws_run_loops, the
  * hand-off of accepted sockets). */
@@ -156,6 +164,8 @@ typedef struct cch_ws_stats {
     uint64_t close_timeouts;      /* dropped: no close handshake or EOF in time */
     uint64_t input_contexts;      /* wslay parsers live now (unfinished frames) */
     uint64_t outbound_bytes;      /* bytes queued for clients now */
+    uint64_t reads_paused;        /* reads stopped while the layer was congested */
+    uint64_t pause_timeouts;      /* pauses ended by their bound (100 ms), not by the layer */
 } cch_ws_stats;
 
 /* Starts a server for `app` on the host's `loop`: binds and listens (the address

@@ -165,6 +165,10 @@ int cch_layer_group_members(cch_layer *l, const char *group, cch_members_fn cb, 
     return l->ops->group_members(l, group, cb, ud);
 }
 
+bool cch_layer_congested(cch_layer *l) {
+    return l && l->ops->congested && l->ops->congested(l);
+}
+
 void cch_layer_stats_get(cch_layer *l, cch_layer_stats *out) {
     if (!out) return;
     memset(out, 0, sizeof *out);

@@ -34,10 +34,22 @@
  * holds messages, or is in a group; membership entries point at it, so it is freed
  * only when none of these holds. Every channel is on exactly one list: its
  * receiver's bound list, or the layer's unbound list, which a small incremental
- * sweep walks to drop expired messages of channels nobody reads. */
+ * sweep walks to drop expired messages of channels nobody reads.
+ *
+ * Flow control (cch_layer_congested): the layer counts the "hot" bound channels,
+ * those holding more than high_water (half the capacity) messages but fewer than the
+ * capacity, and publishes "some are" in an atomic that hosts read without the lock.
+ * A channel enters the count when a send takes it above high_water, and leaves it
+ * when a poll, an expiry, a release or its receiver's end takes it back, or when it
+ * becomes full: a full channel's receiver has stopped keeping up altogether (or is
+ * never polled), and holding every sender back for it would stall them all. When the
+ * count falls to zero, the operation that did it wakes every other receiver after
+ * unlocking, so that hosts that stopped reading while the layer was congested
+ * resume. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -127,6 +139,10 @@ typedef struct mem_layer {
     cch_layer base;
     pthread_mutex_t lock;
     uint32_t capacity;
+    uint32_t high_water;   /* a bound channel holding more is "hot" (flow control) */
+    size_t n_hot;          /* hot channels */
+    bool calm_pending;     /* n_hot fell to zero: wake the receivers after unlocking */
+    atomic_bool congested; /* n_hot > 0, read without the lock */
     uint64_t expiry_ms, group_expiry_ms;
     cch_clock_fn clock;
     void *clock_ud;
@@ -210,6 +226,61 @@ static inline void ready_remove(cch_receiver *r, mem_channel *ch) {
     else r->ready_tail = ch->rprev;
     ch->rnext = ch->rprev = NULL;
     ch->in_ready = false;
+}
+
+/* ---- flow control ------------------------------------------------------------------ */
+
+static inline bool hot(const mem_layer *l, uint32_t count) {
+    return count > l->high_water && count < l->capacity;
+}
+
+/* ch, bound, went from `before` messages to `count` (0 when it is being unbound):
+ * enters or leaves the hot count. */
+static void hot_update(mem_layer *l, const mem_channel *ch, uint32_t before, uint32_t count) {
+    bool was = hot(l, before), is = hot(l, count);
+    if (was == is || !ch->recv) return;
+    if (is) {
+        if (l->n_hot++ == 0) {
+            atomic_store_explicit(&l->congested, true, memory_order_relaxed);
+            l->st.congested++;
+        }
+    } else if (--l->n_hot == 0) {
+        atomic_store_explicit(&l->congested, false, memory_order_relaxed);
+        l->calm_pending = true;
+    }
+}
+
+/* After ch lost messages (from `before`): the cheap test first (poll's hot path). */
+static inline void hot_leave(mem_layer *l, const mem_channel *ch, uint32_t before,
+                             uint32_t count) {
+    if (before > l->high_water) hot_update(l, ch, before, count);
+}
+
+/* The layer has calmed down (lock held): collects the wakeups of every receiver but
+ * `except` into *out (`stack`, WAKE_STACK entries, or an allocation) and returns how
+ * many; run them with wakes_run after unlocking. Without memory for the list nobody
+ * is woken: hosts bound their pauses. */
+static size_t calm_collect(mem_layer *l, const cch_receiver *except, wake *stack, wake **out) {
+    l->calm_pending = false;
+    wake *w = stack;
+    if (l->n_receivers > WAKE_STACK && !(w = cch__malloc(l->n_receivers * sizeof *w))) {
+        *out = stack;
+        return 0;
+    }
+    size_t n = 0;
+    for (cch_receiver *r = l->receivers; r; r = r->next)
+        if (r != except && r->wakeup) w[n++] = (wake){r->wakeup, r->ud};
+    *out = w;
+    return n;
+}
+
+static void wakes_run(wake *w, size_t n, wake *stack) {
+    for (size_t i = 0; i < n; i++) w[i].fn(w[i].ud);
+    if (w != stack) cch__free(w);
+}
+
+static bool mem_congested(cch_layer *base) {
+    return atomic_load_explicit(&ML(base)->congested, memory_order_relaxed);
 }
 
 /* ---- the ring pool ---------------------------------------------------------------- */
@@ -311,12 +382,14 @@ static uint32_t chan_clear(mem_channel *ch, cch_msg **fl) {
 /* Drops the expired messages at the front of ch (expiry times only grow along the
  * ring). Takes ch off its ready list when that empties it. */
 static void chan_purge(mem_layer *l, mem_channel *ch, uint64_t now, cch_msg **fl) {
+    uint32_t before = ch->count;
     while (ch->count && ch->ring[ch->head].expires_at <= now) {
         cch__msg_unref_deferred(ch->ring[ch->head].msg, fl);
         ch->head = (ch->head + 1) & (ch->size - 1);
         ch->count--;
         l->st.expired++;
     }
+    hot_leave(l, ch, before, ch->count);
     if (!ch->count && ch->in_ready) ready_remove(ch->recv, ch);
 }
 
@@ -473,6 +546,7 @@ static void receiver_detach(mem_layer *l, cch_receiver *r) {
     while (r->bound) {
         mem_channel *ch = r->bound;
         if (ch->in_ready) ready_remove(r, ch);
+        hot_leave(l, ch, ch->count, 0);
         list_remove(l, ch);
         ch->recv = NULL;
         ch->ud = NULL;
@@ -486,10 +560,14 @@ static void receiver_detach(mem_layer *l, cch_receiver *r) {
 
 static void mem_receiver_free(cch_layer *base, cch_receiver *r) {
     mem_layer *l = ML(base);
+    wake stack[WAKE_STACK], *w = stack;
+    size_t nw = 0;
     pthread_mutex_lock(&l->lock);
     receiver_detach(l, r);
+    if (l->calm_pending) nw = calm_collect(l, NULL, stack, &w);
     pthread_mutex_unlock(&l->lock);
     cch__free(r);
+    wakes_run(w, nw, stack);
 }
 
 static int mem_new_channel(cch_layer *base, const char *prefix, cch_receiver *r,
@@ -530,13 +608,17 @@ static int mem_new_channel(cch_layer *base, const char *prefix, cch_receiver *r,
 static int mem_release_channel(cch_layer *base, const char *channel) {
     mem_layer *l = ML(base);
     cch_msg *fl = NULL;
+    wake stack[WAKE_STACK], *w = stack;
+    size_t nw = 0;
     int rc = 0;
     pthread_mutex_lock(&l->lock);
     mem_channel *ch = chan_find(l, channel, strlen(channel));
     if (!ch) {
         rc = CCH_ENOTFOUND;
     } else {
+        uint32_t before = ch->count;
         l->st.dropped += chan_clear(ch, &fl);
+        hot_leave(l, ch, before, 0);
         if (ch->recv) {
             list_remove(l, ch);
             ch->recv = NULL;
@@ -546,8 +628,10 @@ static int mem_release_channel(cch_layer *base, const char *channel) {
         ch->owned = false;
         chan_maybe_free(l, ch);
     }
+    if (l->calm_pending) nw = calm_collect(l, NULL, stack, &w);
     pthread_mutex_unlock(&l->lock);
     cch__msg_free_list(fl);
+    wakes_run(w, nw, stack);
     return rc;
 }
 
@@ -555,7 +639,8 @@ static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
     mem_layer *l = ML(base);
     size_t len = strlen(channel);
     cch_msg *fl = NULL;
-    wake w = {NULL, NULL};
+    wake w = {NULL, NULL}, stack[WAKE_STACK], *calm = stack;
+    size_t ncalm = 0;
     int rc = 0;
     pthread_mutex_lock(&l->lock);
     uint64_t now = l->clock(l->clock_ud);
@@ -583,14 +668,18 @@ static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
     ch->count++;
     cch__msg_ref_n(m, 1);
     l->st.sent++;
+    if ((ch->count == l->high_water + 1 || ch->count == l->capacity) && ch->recv)
+        hot_update(l, ch, ch->count - 1, ch->count);
     if (ch->recv && !ch->in_ready && ready_push(ch->recv, ch)) {
         w.fn = ch->recv->wakeup;
         w.ud = ch->recv->ud;
     }
 out:
+    if (l->calm_pending) ncalm = calm_collect(l, NULL, stack, &calm); /* an expiry */
     pthread_mutex_unlock(&l->lock);
     cch__msg_free_list(fl);
     if (w.fn) w.fn(w.ud);
+    wakes_run(calm, ncalm, stack);
     return rc;
 }
 
@@ -621,8 +710,9 @@ static int mem_receive(cch_layer *base, const char *channel, cch_msg **out) {
 static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t max) {
     mem_layer *l = ML(base);
     cch_msg *fl = NULL;
-    size_t n = 0;
+    size_t n = 0, ncalm = 0;
     uint64_t expired = 0;
+    wake stack[WAKE_STACK], *calm = stack;
     pthread_mutex_lock(&l->lock);
     if (r->ready_head) {
         uint64_t now = l->clock(l->clock_ud);
@@ -648,6 +738,7 @@ static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t 
             }
             ch->head = head;
             ch->count = count;
+            hot_leave(l, ch, start, count);
             if (!count) { /* drained: pop it off the front, give its ring back */
                 r->ready_head = ch->rnext;
                 if (ch->rnext) ch->rnext->rprev = NULL;
@@ -668,8 +759,10 @@ static int mem_poll(cch_layer *base, cch_receiver *r, cch_delivery *out, size_t 
         uint64_t now = l->clock(l->clock_ud);
         if (now >= l->pool_idle_at) pool_trim(l, now, true);
     }
+    if (l->calm_pending) ncalm = calm_collect(l, r, stack, &calm);
     pthread_mutex_unlock(&l->lock);
     cch__msg_free_list(fl);
+    wakes_run(calm, ncalm, stack);
     return (int)n;
 }
 
@@ -731,8 +824,8 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
                           const char *exclude, cch_group_send_result *res) {
     mem_layer *l = ML(base);
     cch_msg *fl = NULL;
-    wake stack_wakes[WAKE_STACK], *wakes = stack_wakes;
-    size_t nwake = 0, added = 0, full = 0, expired = 0, oom = 0;
+    wake stack_wakes[WAKE_STACK], *wakes = stack_wakes, stack_calm[WAKE_STACK], *calm = stack_calm;
+    size_t nwake = 0, added = 0, full = 0, expired = 0, oom = 0, ncalm = 0;
     pthread_mutex_lock(&l->lock);
     uint64_t now = l->clock(l->clock_ud);
     sweep(l, now, &fl);
@@ -747,7 +840,7 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
         }
     }
     mem_channel *excl = exclude ? chan_find(l, exclude, strlen(exclude)) : NULL;
-    const uint32_t capacity = l->capacity;
+    const uint32_t capacity = l->capacity, hot_at = l->high_water + 1;
     const uint64_t msg_exp = add_sat(now, l->expiry_ms);
     cch_msg *msg = (cch_msg *)m;
     for (size_t i = 0; i < g->n;) {
@@ -778,6 +871,8 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
         ch->count++;
         added++;
         cch_receiver *r = ch->recv;
+        if (__builtin_expect(ch->count == hot_at || ch->count == capacity, 0) && r)
+            hot_update(l, ch, ch->count - 1, ch->count);
         if (r && !ch->in_ready && ready_push(r, ch) && r->wakeup) {
             wakes[nwake].fn = r->wakeup;
             wakes[nwake].ud = r->ud;
@@ -791,9 +886,11 @@ static int mem_group_send(cch_layer *base, const char *group, const cch_msg *m,
     l->st.dropped += oom;
     if (!g->n) group_free(l, g);
 out:
+    if (l->calm_pending) ncalm = calm_collect(l, NULL, stack_calm, &calm); /* an expiry */
     pthread_mutex_unlock(&l->lock);
     for (size_t i = 0; i < nwake; i++) wakes[i].fn(wakes[i].ud);
     if (wakes != stack_wakes) cch__free(wakes);
+    wakes_run(calm, ncalm, stack_calm);
     cch__msg_free_list(fl);
     res->delivered = added;
     res->full = full;
@@ -899,6 +996,7 @@ static const cch_layer_ops mem_ops = {
     .group_send = mem_group_send,
     .group_members = mem_group_members,
     .stats = mem_stats,
+    .congested = mem_congested,
     .destroy = mem_destroy,
 };
 
@@ -938,6 +1036,8 @@ cch_layer *cch_memory_layer_new(const cch_memory_layer_options *opts) {
     cch_layer_init(&l->base, &mem_ops);
     size_t cap = opts && opts->capacity ? opts->capacity : CCH_MEMORY_DEFAULT_CAPACITY;
     l->capacity = cap > CAPACITY_MAX ? CAPACITY_MAX : (uint32_t)cap;
+    l->high_water = l->capacity / 2;
+    atomic_init(&l->congested, false);
     l->expiry_ms = opts && opts->expiry_ms ? opts->expiry_ms : CCH_MEMORY_DEFAULT_EXPIRY_MS;
     l->group_expiry_ms = opts && opts->group_expiry_ms ? opts->group_expiry_ms
                                                        : CCH_MEMORY_DEFAULT_GROUP_EXPIRY_MS;

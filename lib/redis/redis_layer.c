@@ -415,6 +415,11 @@ static void rl_stats_get(cch_layer *base, cch_layer_stats *out) {
 
 static void rl_destroy(cch_layer *base) { rl_io_stop(RL(base)); }
 
+/* This process's channels are the local memory layer's: so is their congestion (the
+ * loops of one process pausing for each other; other processes are held back by the
+ * outboxes, see redis_layer.h). */
+static bool rl_congested(cch_layer *base) { return cch_layer_congested(RL(base)->local); }
+
 static const cch_layer_ops rl_ops = {
     .kind = "redis",
     .receiver_new = rl_receiver_new,
@@ -430,6 +435,7 @@ static const cch_layer_ops rl_ops = {
     .group_members = rl_group_members,
     .stats = rl_stats_get,
     .destroy = rl_destroy,
+    .congested = rl_congested,
 };
 
 /* ---- creation ------------------------------------------------------------------------------ */

@@ -78,6 +78,8 @@ void ws_conn_kill(ws_conn *c)
     ws_server *s = c->srv;
     c->state = WS_DEAD;
     ws_timer_set(c, WS_TL_NONE, 0);
+    if (c->flags & WS_F_PAUSED)
+        ws_flow_forget(c);
     if (s->cur != c)
         ws_input_free(c); /* else input.c frees it when wslay returns */
     ws_http_free(c);

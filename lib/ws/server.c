@@ -117,6 +117,8 @@ static void prepare_cb(uv_prepare_t *p)
     if (__atomic_exchange_n(&s->dispatch_due, 0, __ATOMIC_ACQ_REL))
         dispatch(s);
     flush_dirty(s);
+    if (s->n_paused || s->flow_off)
+        ws_flow_check(s);
 }
 
 /* ---- dispatch -------------------------------------------------------------------- */
@@ -178,6 +180,10 @@ void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     ws_conn *c = (ws_conn *)h;
+    if (cch_layer_congested(c->srv->layer) && ws_flow_hold(c)) {
+        *buf = uv_buf_init(NULL, 0); /* ws_read_cb gets UV_ENOBUFS: pause c (flow.c) */
+        return;
+    }
     *buf = uv_buf_init(c->srv->read_buf, WS_READ_BUF_SIZE);
 }
 
@@ -187,6 +193,8 @@ void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0) {
         c->srv->stats.bytes_in += (uint64_t)nread;
         ws_conn_on_data(c, buf->base, (size_t)nread);
+    } else if (nread == UV_ENOBUFS) {
+        ws_flow_pause(c);
     } else if (nread < 0) {
         ws_conn_on_eof(c);
     }
@@ -399,6 +407,7 @@ static void free_server(ws_server *s)
 {
     ws_input_free_spare(s);
     ws_out_free_pools(s);
+    ws_flow_free(s);
     cch__free(s->read_buf);
     while (dirty_pop(s))
         ;
@@ -449,6 +458,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     }
     s->loop = loop;
     s->app = app;
+    s->layer = cch_app_layer(app);
     s->timer_due = UINT64_MAX;
     if (!(s->read_buf = cch__malloc(WS_READ_BUF_SIZE))) {
         free_server(s);
@@ -578,6 +588,7 @@ int cch_ws_server_stop(cch_ws_server *s, cch_ws_stopped_fn done, void *ud)
     s->stopping = true;
     s->stopped = done;
     s->stopped_ud = ud;
+    ws_flow_resume(s, false); /* paused clients must read their close */
     ws_log(s, CCH_LOG_INFO, "shutting down: %llu connection(s) open",
            (unsigned long long)s->stats.tcp_active);
     /* Stop accepting now (loop 0 accepts for a server of several loops). */

@@ -8,7 +8,8 @@
  * cost of an idle connection to two pointers and a deadline. The same timer trims
  * the output pools (output.c) about once a second while they hold parts not in use,
  * and polls the layer once deliveries have stopped for WS_IDLE_POLL_MS,
- * so that it can give back what its busy turns needed (ws_server_idle_poll). */
+ * so that it can give back what its busy turns needed (ws_server_idle_poll); it
+ * also bounds a pause of reading while the layer is congested (flow.c). */
 #include "ws_internal.h"
 
 #define WS_POOL_TRIM_MS 1000
@@ -37,6 +38,8 @@ static void timer_cb(uv_timer_t *t)
     uint64_t now = uv_now(s->loop);
     if (s->pool_trim_at && s->pool_trim_at <= now)
         s->pool_trim_at = ws_out_trim_pools(s, false) ? now + WS_POOL_TRIM_MS : 0;
+    if (s->resume_at && s->resume_at <= now)
+        ws_flow_resume(s, true);
     if (s->idle_poll_at && s->idle_poll_at <= now) {
         s->idle_poll_at = 0;
         ws_server_idle_poll(s);
@@ -60,6 +63,8 @@ void ws_timer_rearm(ws_server *s)
     uint64_t due = s->pool_trim_at ? s->pool_trim_at : UINT64_MAX;
     if (s->idle_poll_at && s->idle_poll_at < due)
         due = s->idle_poll_at;
+    if (s->resume_at && s->resume_at < due)
+        due = s->resume_at;
     for (int which = 1; which < WS_TL_COUNT; which++) {
         ws_conn *c = s->lists[which].head;
         if (c && c->deadline < due)

@@ -52,6 +52,7 @@ enum ws_conn_flags {
     WS_F_BUSY = 1u << 8,         /* accepted beyond max_connections: 503 and close */
     WS_F_UPGRADED = 1u << 9,     /* 101 sent (counted in ws_active) */
     WS_F_FREE_ME = 1u << 10,     /* closed while on the dirty list: freed from there */
+    WS_F_PAUSED = 1u << 11,      /* reading stopped: the layer is congested (flow.c) */
 };
 
 struct ws_conn {
@@ -117,6 +118,13 @@ struct cch_ws_server {
     int dispatch_due;            /* the layer woke us (atomic): dispatch in prepare */
     struct ws_arena *arena;      /* output.c: where shared frames are being laid out */
     uv_buf_t iov[WS_IOV_MAX];
+
+    /* flow control (flow.c): connections paused while the layer is congested */
+    cch_layer *layer;            /* the app's, borrowed */
+    ws_conn **paused;
+    size_t n_paused, cap_paused;
+    uint64_t resume_at;          /* when the pause ends at the latest (0: none) */
+    bool flow_off;               /* a pause ran out: none until the layer is seen calm */
 
     /* life cycle */
     bool stopping;
@@ -293,6 +301,25 @@ void ws_out_init_pools(ws_server *s);
  * are any, and with `all` once the layer has gone quiet. Returns true when the pools
  * still hold parts not in use. */
 bool ws_out_trim_pools(ws_server *s, bool all);
+
+/* ---- flow.c: pausing reads while the layer is congested ---------------------- */
+#define WS_FLOW_PAUSE_MAX_MS 100
+/* The layer is congested, c about to be read (libuv's allocation callback): whether
+ * to hold c (an open connection) instead: then the callback gives no buffer and the
+ * read callback's UV_ENOBUFS calls ws_flow_pause. */
+bool ws_flow_hold(ws_conn *c);
+/* Stops reading c until the layer calms down, WS_FLOW_PAUSE_MAX_MS at most. */
+void ws_flow_pause(ws_conn *c);
+/* The prepare phase, with connections paused or a pause run out: resumes them when
+ * the layer is calm. */
+void ws_flow_check(ws_server *s);
+/* Restarts reading every paused connection (`timed_out`: the pause ran out, the
+ * layer still congested: no more pauses until it is seen calm). */
+void ws_flow_resume(ws_server *s, bool timed_out);
+/* A paused connection dies: off the list. */
+void ws_flow_forget(ws_conn *c);
+/* Frees the list (server teardown). */
+void ws_flow_free(ws_server *s);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
 /* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
