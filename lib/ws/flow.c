@@ -3,9 +3,12 @@
  * With several loops over one layer (cch_ws_run_loops) nothing ties how fast one
  * loop reads its clients to how fast another dispatches to its members: a loop whose
  * clients group_send could fill the other loop's channels until the layer skips
- * them (counted as full). So after each read of an open connection the server asks
- * the layer whether it is congested (cch_layer_congested: one atomic load) and, if
- * so, stops reading that connection and lists it. Once per loop iteration, after
+ * them (counted as full). So before each read of an open connection (in libuv's
+ * allocation callback) the server asks the layer whether it is congested
+ * (cch_layer_congested: one atomic load) and, if so, hands libuv no buffer: libuv
+ * reports UV_ENOBUFS without reading, and the server stops reading that connection
+ * and lists it. (Asking after the read let every connection read once more, which
+ * was enough to fill channels.) Once per loop iteration, after
  * dispatching, the prepare phase resumes the listed connections when the layer has
  * calmed down; a layer that calms wakes every receiver, so a loop whose clients are
  * all paused wakes up to do so. A pause lasts at most WS_FLOW_PAUSE_MAX_MS (the
