@@ -15,8 +15,12 @@
  * member gets in the same order, usually sit back to back in memory, and the writev
  * of a member's queue merges them into one iovec: the kernel's cost of a writev grows
  * with its segments (it copies each one separately), so 16 messages in one segment
- * cost about half of 16 segments. An arena is freed when its last frame is (frames go
- * with their messages, on whatever thread drops the last reference: an atomic count).
+ * cost about half of 16 segments. An arena is unmapped when its last frame is freed
+ * (frames go with their messages, on whatever thread drops the last reference: an
+ * atomic count), and the server lets go of its current one once the app is quiet
+ * (ws_out_trim_pools with `all`). Arenas are mapped apart from the heap: a retired
+ * 64 KiB block would otherwise stay behind as a resident hole between the
+ * connections' long-lived allocations.
  *
  * A queue exists only while bytes are waiting. Sending only queues and marks the
  * connection dirty; the prepare phase (server.c) flushes each dirty connection with
@@ -30,6 +34,7 @@
 
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum { OWN_NONE = 0, OWN_HEAP, OWN_FRAME };
 
@@ -64,7 +69,8 @@ struct ws_outq {
     bool writing;
 };
 
-/* Shared frames' bytes: a block filled from the start, freed with its last frame. */
+/* Shared frames' bytes: a mapping of WS_ARENA_SIZE bytes (this header first) filled
+ * from the start, unmapped with its last frame. */
 typedef struct ws_arena {
     atomic_size_t refs;          /* frames in it, plus one while it is the current one */
     size_t used;
@@ -72,6 +78,7 @@ typedef struct ws_arena {
 } ws_arena;
 
 #define WS_ARENA_SIZE (64u * 1024u)
+#define WS_ARENA_ROOM (WS_ARENA_SIZE - sizeof(ws_arena))
 #define WS_ARENA_MAX_FRAME (WS_ARENA_SIZE / 8) /* larger frames get their own block */
 
 /* A frame built once per server for a message body, attached to the message under
@@ -90,7 +97,19 @@ typedef struct ws_shared_frame {
 static void arena_unref(ws_arena *a)
 {
     if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-        cch__free(a);
+        munmap(a, WS_ARENA_SIZE);
+}
+
+static ws_arena *arena_new(void)
+{
+    void *m = mmap(NULL, WS_ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    ws_arena *a = m;
+    atomic_init(&a->refs, 1);
+    a->used = 0;
+    return a;
 }
 
 /* The attachment's destructor: runs when the message is freed, on any thread. */
@@ -117,14 +136,12 @@ static ws_shared_frame *frame_new(ws_server *s, size_t len)
     if (!f)
         return NULL;
     ws_arena *a = s->arena;
-    if (!a || WS_ARENA_SIZE - a->used < len) {
-        ws_arena *na = cch__malloc(sizeof *na + WS_ARENA_SIZE);
+    if (!a || WS_ARENA_ROOM - a->used < len) {
+        ws_arena *na = arena_new();
         if (!na) {
             cch__free(f);
             return NULL;
         }
-        atomic_init(&na->refs, 1);
-        na->used = 0;
         if (a)
             arena_unref(a); /* retired: freed with its last frame */
         s->arena = a = na;
@@ -219,6 +236,10 @@ static void outq_put(ws_conn *c)
 
 bool ws_out_trim_pools(ws_server *s, bool all)
 {
+    if (all && s->arena) {
+        arena_unref(s->arena); /* quiet: the next frame maps a new one */
+        s->arena = NULL;
+    }
     cch__slab_trim(&s->block_slabs, all);
     cch__slab_trim(&s->outq_slabs, all);
     return s->block_slabs.n_empty || s->outq_slabs.n_empty;

@@ -398,6 +398,7 @@ int ws_server_listen_fd(ws_server *s, int *out_fd)
 static void free_server(ws_server *s)
 {
     ws_input_free_spare(s);
+    ws_http_free_pool(s);
     ws_out_free_pools(s);
     cch__free(s->read_buf);
     while (dirty_pop(s))
@@ -434,6 +435,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     if (!s)
         return CCH_ENOMEM;
     ws_out_init_pools(s);
+    ws_http_init_pool(s);
     /* Log through the caller's sink while the options are checked. */
     if (opts) {
         s->opts.log = opts->log;

@@ -109,6 +109,11 @@ struct cch_ws_server {
     size_t cur_len, cur_off;
     ws_input *spare_ctx;         /* one clean wslay parser kept for reuse */
 
+    /* handshakes (http.c): request states, the spare one first */
+    ws_http *http_spare;         /* allocated at the first handshake, or NULL */
+    bool http_spare_busy;
+    cch__slab_pool http_slabs;   /* the others: unmapped once none is in use */
+
     /* output: pools of queue parts, and the scratch iovec for one writev */
     cch__slab_pool block_slabs;  /* ws_qblock */
     cch__slab_pool outq_slabs;   /* ws_outq */
@@ -212,6 +217,9 @@ extern const cch_transport ws_transport;
 /* Feeds bytes of the request head (state WS_HTTP). */
 void ws_http_feed(ws_conn *c, const char *data, size_t len);
 void ws_http_free(ws_conn *c);
+/* The server's request states: set up (server start), freed (teardown). */
+void ws_http_init_pool(ws_server *s);
+void ws_http_free_pool(ws_server *s);
 /* Queues a complete HTTP error answer (Connection: close) and lingers. */
 void ws_http_error(ws_conn *c, int status, const char *extra_headers);
 /* The transport's accept (queues 101) and reject. */
@@ -289,9 +297,9 @@ void ws_out_free_pools(ws_server *s);
 /* Sets up the pools (server start). */
 void ws_out_init_pools(ws_server *s);
 /* Gives back the pooled queue parts that were not needed since the last call (all
- * that are not in use when `all`); timer.c calls it about once a second while there
- * are any, and with `all` once the layer has gone quiet. Returns true when the pools
- * still hold parts not in use. */
+ * that are not in use when `all`, and then the current frame arena too); timer.c
+ * calls it about once a second while there are any, and with `all` once the layer
+ * has gone quiet. Returns true when the pools still hold parts not in use. */
 bool ws_out_trim_pools(ws_server *s, bool all);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
