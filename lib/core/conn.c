@@ -4,8 +4,8 @@
  *
  * States: pending -> accepted -> closing -> gone, or pending -> rejected -> gone.
  * A connection is one allocation (struct cch_conn with its channel's name, then the
- * consumer's state); its scope keeps one more buffer, and the names of the groups it
- * joined share the rest of the name's buffer, or one more when they do not fit. */
+ * consumer's state, then its scope's buffer); the names of the groups it joined share
+ * the rest of the name's buffer, or take one more allocation when they do not fit. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,12 +83,16 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
     cch__route_span spans[CCH__ROUTE_MAX_PARAMS];
     const cch__route_entry *route = cch__app_match(app, req->path, spans);
     size_t state_size = route ? route->cls->state_size : 0;
-    if (state_size > SIZE_MAX - CCH__CONN_STATE_OFFSET) return CCH_ENOMEM;
-    size_t size = state_size ? CCH__CONN_STATE_OFFSET + state_size : sizeof(struct cch_conn);
-    cch_conn *c = cch__calloc(1, size);
+    const cch__route *pattern = route ? route->pattern : NULL;
+    const cch__route_span *pspans = route ? spans : NULL;
+    size_t scope_size = cch__scope_buf_size(req, pattern, pspans); /* 0: init says why */
+    size_t size = state_size ? CCH__CONN_STATE_OFFSET : sizeof(struct cch_conn);
+    if (state_size > SIZE_MAX - size - scope_size) return CCH_ENOMEM;
+    size += state_size;
+    cch_conn *c = cch__calloc(1, size + scope_size);
     if (!c) return CCH_ENOMEM;
-    int rc = cch__scope_init(&c->scope, req, route ? route->pattern : NULL,
-                             route ? spans : NULL);
+    int rc = cch__scope_init_in(&c->scope, req, pattern, pspans,
+                                scope_size ? (char *)c + size : NULL);
     if (rc < 0) {
         cch__free(c);
         return rc;

@@ -115,26 +115,54 @@ static bool list_has(const char *v, size_t len, const char *name, size_t nlen) {
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
-int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *route,
-                    const cch__route_span *spans) {
-    if (!s) return CCH_EINVAL;
-    memset(s, 0, sizeof *s);
-    s->user_id = CCH_USER_ANONYMOUS;
-    if (!req || !req->path || (req->n_headers > 0 && !req->headers)) return CCH_EINVAL;
-
+/* The buffer's size for req (0 and the error in *err when it is not usable). */
+static size_t buf_size(const cch_request *req, const cch__route *route,
+                       const cch__route_span *spans, int *err) {
+    *err = CCH_EINVAL;
+    if (!req || !req->path || (req->n_headers > 0 && !req->headers)) return 0;
     size_t plen = strlen(req->path);
     size_t qlen = req->query ? strlen(req->query) : 0;
     size_t hlen = req->client_host ? strlen(req->client_host) : 0;
     size_t nparams = (route && spans) ? route->nparams : 0;
     size_t total = plen + qlen + hlen + 3;
     for (size_t i = 0; i < nparams; i++) {
-        if (spans[i].off + spans[i].len > plen) return CCH_EINVAL;
+        if (spans[i].off + spans[i].len > plen) return 0;
         total += spans[i].len + 1;
     }
-    if (total > UINT32_MAX) return CCH_ETOOBIG;
+    *err = CCH_ETOOBIG;
+    if (total > UINT32_MAX) return 0;
+    *err = 0;
+    return total;
+}
 
-    char *buf = cch__malloc(total);
-    if (!buf) return CCH_ENOMEM;
+size_t cch__scope_buf_size(const cch_request *req, const cch__route *route,
+                           const cch__route_span *spans) {
+    int err;
+    return buf_size(req, route, spans, &err);
+}
+
+int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *route,
+                    const cch__route_span *spans) {
+    return cch__scope_init_in(s, req, route, spans, NULL);
+}
+
+int cch__scope_init_in(cch_scope *s, const cch_request *req, const cch__route *route,
+                       const cch__route_span *spans, char *buf) {
+    if (!s) return CCH_EINVAL;
+    memset(s, 0, sizeof *s);
+    s->user_id = CCH_USER_ANONYMOUS;
+    int err;
+    size_t total = buf_size(req, route, spans, &err);
+    if (!total) return err;
+    size_t plen = strlen(req->path);
+    size_t qlen = req->query ? strlen(req->query) : 0;
+    size_t hlen = req->client_host ? strlen(req->client_host) : 0;
+    size_t nparams = (route && spans) ? route->nparams : 0;
+
+    if (!buf) {
+        if (!(buf = cch__malloc(total))) return CCH_ENOMEM;
+        s->buf_owned = 1;
+    }
     char *p = buf;
     memcpy(p, req->path, plen);
     p[plen] = '\0';
@@ -241,8 +269,9 @@ void cch__scope_destroy(cch_scope *s) {
     s->offers = NULL;
     cch__free(s->subprotocol);
     s->subprotocol = NULL;
-    cch__free(s->buf);
+    if (s->buf_owned) cch__free(s->buf);
     s->buf = NULL;
+    s->buf_owned = 0;
 }
 
 /* ---- request ------------------------------------------------------------------- */

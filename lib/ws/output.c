@@ -8,7 +8,10 @@
  * server has its own, keyed by the server), and the frame holds one reference to the
  * message while any item points at it. So a fanout costs no atomic operation, no
  * allocation and no copy per member. Small frames (control frames, short messages,
- * wslay's pongs and closes) are packed into one heap buffer at the tail of the queue.
+ * wslay's pongs and closes) are packed into one small buffer at the tail of the queue,
+ * from a per-server slab pool like the queue's other parts (a handshake's 101 and a
+ * first message, made for every member of a connection storm, would otherwise be
+ * left as heap holes between the connections' long-lived allocations).
  *
  * Shared frames are laid out one after the other in the server's current arena (a
  * 64 KiB block), so the messages a member gets in one loop iteration, which every
@@ -36,7 +39,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum { OWN_NONE = 0, OWN_HEAP, OWN_FRAME };
+enum { OWN_NONE = 0, OWN_HEAP, OWN_SMALL, OWN_FRAME }; /* SMALL: a ws_buf from the pool */
 
 /* A heap buffer: the bytes of one or more small frames, or of one large one. */
 typedef struct ws_buf {
@@ -187,6 +190,7 @@ void ws_out_init_pools(ws_server *s)
 {
     cch__slab_pool_init(&s->block_slabs, sizeof(ws_qblock));
     cch__slab_pool_init(&s->outq_slabs, sizeof(ws_outq));
+    cch__slab_pool_init(&s->sbuf_slabs, sizeof(ws_buf) + WS_SMALL_BUF);
 }
 
 static ws_qblock *block_get(ws_server *s)
@@ -242,7 +246,8 @@ bool ws_out_trim_pools(ws_server *s, bool all)
     }
     cch__slab_trim(&s->block_slabs, all);
     cch__slab_trim(&s->outq_slabs, all);
-    return s->block_slabs.n_empty || s->outq_slabs.n_empty;
+    cch__slab_trim(&s->sbuf_slabs, all);
+    return s->block_slabs.n_empty || s->outq_slabs.n_empty || s->sbuf_slabs.n_empty;
 }
 
 void ws_out_free_pools(ws_server *s)
@@ -253,14 +258,17 @@ void ws_out_free_pools(ws_server *s)
     }
     cch__slab_pool_free(&s->block_slabs);
     cch__slab_pool_free(&s->outq_slabs);
+    cch__slab_pool_free(&s->sbuf_slabs);
 }
 
 /* ---- items ------------------------------------------------------------------- */
 
-static void item_release(ws_item *it)
+static void item_release(ws_server *s, ws_item *it)
 {
     if (it->kind == OWN_HEAP)
         cch__free(it->owner);
+    else if (it->kind == OWN_SMALL)
+        cch__slab_give(&s->sbuf_slabs, it->owner);
     else if (it->kind == OWN_FRAME) {
         ws_shared_frame *f = it->owner;
         if (--f->pins == 0)
@@ -312,7 +320,7 @@ static void pop_front(ws_conn *c)
 {
     ws_outq *q = c->outq;
     ws_qblock *b = q->first;
-    item_release(&b->items[b->head]);
+    item_release(c->srv, &b->items[b->head]);
     b->head++;
     q->n_items--;
     if (b->head == b->tail) {
@@ -333,7 +341,7 @@ static bool append_tail(ws_conn *c, const uint8_t *p1, size_t n1, const uint8_t 
     if (!q || q->n_items == q->inflight || !q->last || q->last->tail == 0)
         return false;
     ws_item *it = &q->last->items[q->last->tail - 1];
-    if (it->kind != OWN_HEAP)
+    if (it->kind != OWN_HEAP && it->kind != OWN_SMALL)
         return false;
     ws_buf *b = it->owner;
     if (it->data + it->len != b->data + b->len || b->cap - b->len < n1 + n2)
@@ -376,14 +384,30 @@ static int queue_copy(ws_conn *c, const uint8_t *hdr, size_t hlen, const void *d
 {
     if (append_tail(c, hdr, hlen, data, len))
         return 0;
-    uint8_t *p;
-    ws_buf *b = ws_out_buf_new(hlen + len, &p);
+    if (hlen + len > WS_SMALL_BUF) {
+        uint8_t *p;
+        ws_buf *b = ws_out_buf_new(hlen + len, &p);
+        if (!b)
+            return CCH_ENOMEM;
+        memcpy(p, hdr, hlen);
+        if (len)
+            memcpy(p + hlen, data, len);
+        return ws_out_buf_push(c, b, hlen + len);
+    }
+    ws_server *s = c->srv;
+    ws_buf *b = cch__slab_take(&s->sbuf_slabs);
     if (!b)
         return CCH_ENOMEM;
-    memcpy(p, hdr, hlen);
+    ws_timer_want_trim(s);
+    b->cap = WS_SMALL_BUF;
+    b->len = hlen + len;
+    memcpy(b->data, hdr, hlen);
     if (len)
-        memcpy(p + hlen, data, len);
-    return ws_out_buf_push(c, b, hlen + len);
+        memcpy(b->data + hlen, data, len);
+    int rc = push_item(c, b->data, b->len, b, OWN_SMALL);
+    if (rc < 0)
+        cch__slab_give(&s->sbuf_slabs, b);
+    return rc;
 }
 
 int ws_out_raw(ws_conn *c, const void *data, size_t len)
@@ -522,7 +546,7 @@ void ws_out_discard(ws_conn *c)
             q->bytes -= b->items[i].len;
             c->srv->stats.outbound_bytes -= b->items[i].len;
             q->n_items--;
-            item_release(&b->items[i]);
+            item_release(c->srv, &b->items[i]);
         }
         b->tail = new_tail;
         if (b->head == b->tail && b != q->first) {

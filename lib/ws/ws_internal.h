@@ -117,6 +117,7 @@ struct cch_ws_server {
     /* output: pools of queue parts, and the scratch iovec for one writev */
     cch__slab_pool block_slabs;  /* ws_qblock */
     cch__slab_pool outq_slabs;   /* ws_outq */
+    cch__slab_pool sbuf_slabs;   /* small buffers of frames (output.c) */
     uint64_t pool_trim_at;       /* when the housekeeping tick runs next (0: not armed) */
     uint64_t idle_poll_at;       /* when ws_server_idle_poll runs (0: not armed) */
     int dispatch_due;            /* the layer woke us (atomic): dispatch in prepare */
