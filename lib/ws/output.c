@@ -72,11 +72,13 @@ struct ws_outq {
     bool writing;
 };
 
-/* Shared frames' bytes: a mapping of WS_ARENA_SIZE bytes (this header first) filled
- * from the start, unmapped with its last frame. */
+/* Shared frames: a mapping of WS_ARENA_SIZE bytes (this header first), the frames'
+ * bytes filled from the start (back to back) and their ws_shared_frame records from
+ * the end, unmapped with its last frame. */
 typedef struct ws_arena {
     atomic_size_t refs;          /* frames in it, plus one while it is the current one */
-    size_t used;
+    size_t used;                 /* bytes from the start of data */
+    size_t top;                  /* records from here to the end of data */
     uint8_t data[];
 } ws_arena;
 
@@ -112,6 +114,7 @@ static ws_arena *arena_new(void)
     ws_arena *a = m;
     atomic_init(&a->refs, 1);
     a->used = 0;
+    a->top = WS_ARENA_ROOM;
     return a;
 }
 
@@ -120,8 +123,9 @@ static void frame_free(void *p)
 {
     ws_shared_frame *f = p;
     if (f->arena)
-        arena_unref(f->arena);
-    cch__free(f);
+        arena_unref(f->arena); /* f lives in it */
+    else
+        cch__free(f);
 }
 
 /* A new frame of `len` bytes (its bytes not filled in), or NULL. */
@@ -135,21 +139,21 @@ static ws_shared_frame *frame_new(ws_server *s, size_t len)
         }
         return f;
     }
-    ws_shared_frame *f = cch__malloc(sizeof *f);
-    if (!f)
-        return NULL;
+    /* The record below the previous ones, aligned down (top stays aligned). */
+    size_t rec = (sizeof(ws_shared_frame) + _Alignof(ws_shared_frame) - 1) &
+                 ~(_Alignof(ws_shared_frame) - 1);
     ws_arena *a = s->arena;
-    if (!a || WS_ARENA_ROOM - a->used < len) {
+    if (!a || a->top - a->used < len + rec) {
         ws_arena *na = arena_new();
-        if (!na) {
-            cch__free(f);
+        if (!na)
             return NULL;
-        }
         if (a)
-            arena_unref(a); /* retired: freed with its last frame */
+            arena_unref(a); /* retired: unmapped with its last frame */
         s->arena = a = na;
     }
     atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    a->top -= rec;
+    ws_shared_frame *f = (ws_shared_frame *)(a->data + a->top);
     f->arena = a;
     f->bytes = a->data + a->used;
     a->used += len;
