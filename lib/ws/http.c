@@ -495,10 +495,11 @@ static void upgrade(ws_conn *c, char *path, char *query)
         .client_port = port,
     };
     h->in_open = true;
-    int rc = cch_conn_open(s->app, &req, &ws_transport, c, &c->cc);
+    cch_conn *cc = NULL;
+    c->tcp.data = NULL;
+    int rc = cch_conn_open(s->app, &req, &ws_transport, c, &cc);
     h->in_open = false;
-    if (rc < 0)
-        c->cc = NULL;
+    c->tcp.data = rc < 0 ? NULL : cc;
     if (h->free_pending || c->state == WS_DEAD) {
         /* Killed meanwhile (the server stopped from inside connect, say). */
         ws_http_free(c);

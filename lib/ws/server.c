@@ -474,6 +474,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     uv_prepare_init(loop, &s->prepare);
     s->prepare.data = s;
     uv_timer_init(loop, &s->timer);
+    ws_timer_init(s);
     s->timer.data = s;
     s->handles_open = 3;
     if (owner) {

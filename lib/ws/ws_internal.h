@@ -54,22 +54,33 @@ enum ws_conn_flags {
     WS_F_FREE_ME = 1u << 10,     /* closed while on the dirty list: freed from there */
 };
 
+/* Every idle WebSocket connection is one of these: it is kept to 312 bytes (a
+ * 320-byte malloc chunk), so the app's connection lives in tcp.data (ws_conn_cc). */
 struct ws_conn {
-    uv_tcp_t tcp;                /* first member: the handle converts to the conn */
+    uv_tcp_t tcp;                /* first member: the handle converts to the conn;
+                                    tcp.data: the app's connection (cch_conn *), once
+                                    cch_conn_open made it, else NULL */
     ws_server *srv;
-    cch_conn *cc;                /* the app's connection, once cch_conn_open made it */
     ws_conn *tprev, *tnext;      /* deadline list links */
-    uint64_t deadline;           /* ms on uv_now's clock */
     ws_outq *outq;               /* NULL while nothing is waiting to be written */
     ws_input *in;                /* NULL unless a frame or message is unfinished */
     ws_http *http;               /* NULL unless handshaking or serving a file */
     ws_conn *dnext;              /* next on the server's dirty list */
-    uint16_t flags;
-    uint16_t code_sent;          /* close code we sent (0: none) */
-    uint16_t code_recv;          /* close code received (1005: none given) */
-    uint8_t state;
-    uint8_t tlist;
+    uint32_t deadline;           /* in ticks of the server's clock (timer.c) */
+    uint16_t code;               /* the close code to report: the one received (1005:
+                                    none given), else the one we sent, else 0 */
+    unsigned flags : 11;         /* enum ws_conn_flags */
+    unsigned state : 3;          /* enum ws_state */
+    unsigned tlist : 2;          /* enum ws_tlist */
 };
+
+_Static_assert(sizeof(struct ws_conn) <= 312, "an idle connection in a 320-byte chunk");
+
+/* The app's connection of c, or NULL. */
+static inline cch_conn *ws_conn_cc(const ws_conn *c)
+{
+    return (cch_conn *)c->tcp.data;
+}
 
 /* ---- server -------------------------------------------------------------------- */
 
@@ -98,6 +109,7 @@ struct cch_ws_server {
 
     ws_tlist_head lists[WS_TL_COUNT];
     uint64_t timer_due;          /* when the timer is armed for (UINT64_MAX: not armed) */
+    uint64_t tick_epoch;         /* uv_now of tick 0 of the connections' deadlines */
     size_t n_conns;              /* connections counted against max_connections */
 
     ws_conn *dirty_head, *dirty_tail; /* connections to flush / to feed, FIFO */
@@ -304,6 +316,12 @@ void ws_out_init_pools(ws_server *s);
 bool ws_out_trim_pools(ws_server *s, bool all);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
+/* Starts the clock of the deadlines (server start). */
+void ws_timer_init(ws_server *s);
+/* c's deadline in uv_now time (UINT64_MAX: none). */
+uint64_t ws_timer_deadline(const ws_conn *c);
+/* Moves the deadlines' epoch on when `now` is 99 days past it (the timer does it). */
+void ws_timer_rebase(ws_server *s, uint64_t now);
 /* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
  * never). WS_TL_NONE removes it from its list. */
 void ws_timer_set(ws_conn *c, int which, uint32_t ms);
