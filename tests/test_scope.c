@@ -258,7 +258,22 @@ static void test_subprotocol_offers(void **state) {
     scope_for(&s, &r, "/", NULL);
     assert_false(cch_scope_offers_subprotocol(&s, "chat"));
     assert_int_equal(cch__scope_end_open(&s, true), 0);
-    assert_null(s.offers);
+    assert_null(s.u.offers);
+    cch__scope_destroy(&s);
+
+    /* Header copies (while opening) and kept offers (after) share one slot: copies
+     * made, a drop while opening leaves them, end_open swaps them for the offers, a
+     * second end_open keeps the offers (ASan: nothing leaked or freed twice). */
+    scope_for(&s, &r, "/", h);
+    assert_string_equal(cch_scope_header(&s, "host"), "x");
+    assert_non_null(cch_scope_header(&s, "sec-websocket-protocol"));
+    cch__scope_drop_offers(&s);
+    assert_string_equal(cch_scope_header(&s, "host"), "x");
+    assert_int_equal(cch__scope_end_open(&s, true), 0);
+    assert_null(cch_scope_header(&s, "host"));
+    assert_true(cch_scope_offers_subprotocol(&s, "chat"));
+    assert_int_equal(cch__scope_end_open(&s, true), 0);
+    assert_true(cch_scope_offers_subprotocol(&s, "chat"));
     cch__scope_destroy(&s);
 }
 

@@ -188,14 +188,20 @@ int cch__scope_init_in(cch_scope *s, const cch_request *req, const cch__route *r
     return 0;
 }
 
-static void free_header_copies(cch_scope *s) {
-    struct cch__header_copy *h = s->header_copies;
+/* The header copies (req set) or the kept offers (after opening), whichever it is. */
+static void free_opening_data(cch_scope *s) {
+    if (!s->req) {
+        cch__free(s->u.offers);
+        s->u.offers = NULL;
+        return;
+    }
+    struct cch__header_copy *h = s->u.header_copies;
     while (h) {
         struct cch__header_copy *next = h->next;
         cch__free(h);
         h = next;
     }
-    s->header_copies = NULL;
+    s->u.header_copies = NULL;
 }
 
 static const char k_protocol_header[] = "sec-websocket-protocol";
@@ -203,14 +209,16 @@ static const char k_protocol_header[] = "sec-websocket-protocol";
 int cch__scope_end_open(cch_scope *s, bool keep_offers) {
     int rc = 0;
     const cch_request *req = s->req;
-    if (keep_offers && req && !s->offers) {
+    if (!req) return 0; /* ended already: the offers (if any) stay */
+    char *offers = NULL;
+    if (keep_offers) {
         size_t total = 0;
         size_t nlen = sizeof k_protocol_header - 1;
         for (size_t i = 0; i < req->n_headers; i++)
             if (header_is(&req->headers[i], k_protocol_header, nlen) && req->headers[i].value)
                 total += req->headers[i].value_len + 1;
         if (total > 0) {
-            char *offers = cch__malloc(total);
+            offers = cch__malloc(total);
             if (offers) {
                 size_t o = 0;
                 for (size_t i = 0; i < req->n_headers; i++) {
@@ -221,20 +229,19 @@ int cch__scope_end_open(cch_scope *s, bool keep_offers) {
                     o += h->value_len;
                 }
                 offers[o] = '\0';
-                s->offers = offers;
             } else {
                 rc = CCH_ENOMEM;
             }
         }
     }
+    free_opening_data(s); /* the header copies */
     s->req = NULL;
-    free_header_copies(s);
+    s->u.offers = offers;
     return rc;
 }
 
 void cch__scope_drop_offers(cch_scope *s) {
-    cch__free(s->offers);
-    s->offers = NULL;
+    if (!s->req) free_opening_data(s); /* while opening there are none yet */
 }
 
 int cch__scope_set_subprotocol(cch_scope *s, const char *name) {
@@ -250,7 +257,7 @@ int cch__scope_set_subprotocol(cch_scope *s, const char *name) {
 
 void cch__scope_destroy(cch_scope *s) {
     if (!s) return;
-    free_header_copies(s);
+    free_opening_data(s);
     s->req = NULL;
     struct cch__scope_data *d = s->data;
     while (d) {
@@ -265,8 +272,6 @@ void cch__scope_destroy(cch_scope *s) {
     s->user_free = NULL;
     cch__free(s->user_name);
     s->user_name = NULL;
-    cch__free(s->offers);
-    s->offers = NULL;
     cch__free(s->subprotocol);
     s->subprotocol = NULL;
     if (s->buf_owned) cch__free(s->buf);
@@ -310,7 +315,7 @@ const char *cch_scope_header(const cch_scope *s, const char *name) {
     for (size_t i = 0; i < req->n_headers; i++) {
         const cch_header *h = &req->headers[i];
         if (!header_is(h, name, nlen)) continue;
-        for (struct cch__header_copy *c = ms->header_copies; c; c = c->next)
+        for (struct cch__header_copy *c = ms->u.header_copies; c; c = c->next)
             if (c->index == i) return c->value;
         size_t vlen = h->value ? h->value_len : 0;
         struct cch__header_copy *c = cch__malloc(sizeof *c + vlen + 1);
@@ -318,8 +323,8 @@ const char *cch_scope_header(const cch_scope *s, const char *name) {
         if (vlen) memcpy(c->value, h->value, vlen);
         c->value[vlen] = '\0';
         c->index = i;
-        c->next = ms->header_copies;
-        ms->header_copies = c;
+        c->next = ms->u.header_copies;
+        ms->u.header_copies = c;
         return c->value;
     }
     return NULL;
@@ -372,7 +377,7 @@ bool cch_scope_offers_subprotocol(const cch_scope *s, const char *name) {
         }
         return false;
     }
-    return s->offers && list_has(s->offers, strlen(s->offers), name, nlen);
+    return s->u.offers && list_has(s->u.offers, strlen(s->u.offers), name, nlen);
 }
 
 const char *cch_scope_subprotocol(const cch_scope *s) { return s ? s->subprotocol : NULL; }

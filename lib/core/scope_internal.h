@@ -24,7 +24,10 @@ struct cch__header_copy;   /* a NUL-terminated copy of a header value (scope.c) 
 
 struct cch_scope {
     const cch_request *req;                 /* borrowed while opening, else NULL */
-    struct cch__header_copy *header_copies; /* freed by cch__scope_end_open */
+    union {                                 /* which one: req set or not */
+        struct cch__header_copy *header_copies; /* opening; freed by end_open */
+        char *offers;    /* subprotocol offers kept while undecided after open */
+    } u;
     char *buf;                              /* path, query, host, parameter values */
     const cch__route *route;                /* parameter names; NULL: no parameters */
     uint32_t query_off;
@@ -32,7 +35,6 @@ struct cch_scope {
     uint32_t params_off;
     int client_port : 31;
     unsigned buf_owned : 1;                 /* buf was allocated here (else the caller's) */
-    char *offers;        /* subprotocol offers kept while undecided after open */
     char *subprotocol;   /* chosen by cch_accept */
     char *user_name;     /* NULL: "" */
     int64_t user_id;
