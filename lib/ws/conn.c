@@ -141,7 +141,7 @@ static int queue_close_frame(ws_conn *c, int code, const char *reason)
         memcpy(payload + 2, reason, rl);
     c->flags |= WS_F_CLOSE_SENT;
     if (!(c->flags & WS_F_CLOSE_RECV))
-        c->code = (uint16_t)code;
+        ws_conn_set_code(c, code);
     return ws_out_control(c, 8, payload, 2 + rl);
 }
 

@@ -341,7 +341,7 @@ void ws_input_feed(ws_conn *c, const uint8_t *data, size_t len)
     wslay_event_context_ptr ctx = in->ctx;
     if (wslay_event_get_close_received(ctx)) {
         c->flags |= WS_F_CLOSE_RECV;
-        c->code = wslay_event_get_status_code_received(ctx); /* reported over ours */
+        ws_conn_set_code(c, wslay_event_get_status_code_received(ctx)); /* over ours */
         if (wslay_event_get_close_sent(ctx))
             c->flags |= WS_F_CLOSE_SENT;
         ws_input_free(c);
@@ -354,7 +354,7 @@ void ws_input_feed(ws_conn *c, const uint8_t *data, size_t len)
         if (!(c->flags & WS_F_CLOSE_SENT)) {
             c->flags |= WS_F_CLOSE_SENT;
             if (!(c->flags & WS_F_CLOSE_RECV))
-                c->code = (uint16_t)code;
+                ws_conn_set_code(c, code);
         }
         count_close(s, code);
         char peer[64];

@@ -429,12 +429,21 @@ int ws_out_control(ws_conn *c, int opcode, const void *payload, size_t len)
 }
 
 /* The outbound limit: a data frame that does not fit closes the connection. */
-static int over_limit(ws_conn *c, size_t add)
+static int over_limit_slow(ws_conn *c, size_t add);
+
+/* The check itself, kept inline on every send's path; the rest out of line. */
+static inline int over_limit(ws_conn *c, size_t add)
 {
     size_t pending = c->outq ? c->outq->bytes : 0;
     /* One message alone always fits: the limit bounds what piles up behind it. */
     if (pending == 0 || pending + add <= c->srv->opts.max_outbound_bytes)
         return 0;
+    return over_limit_slow(c, add);
+}
+
+static int over_limit_slow(ws_conn *c, size_t add)
+{
+    size_t pending = c->outq->bytes;
     /* A burst larger than the limit within one iteration: give the socket what it
      * takes now, so only a client that really stopped reading hits the limit. */
     if (!c->outq->writing) {

@@ -5,19 +5,16 @@
  * handshake, lingering). Each list always uses the same timeout, so appending at the
  * tail keeps it sorted by deadline; a connection that shows activity moves to the
  * tail in O(1). One uv_timer per server fires at the earliest head. This keeps the
- * cost of an idle connection to two pointers and a deadline, kept in 32 bits: ticks
+ * cost of an idle connection to two pointers and a deadline, kept in 30 bits: ticks
  * of WS_TICK_MS after the server's tick_epoch (a deadline rounds up to the next tick;
- * UINT32_MAX: never). The epoch moves on every WS_REBASE_TICKS ticks (99 days), which
- * shifts the deadlines of the lists once, so ticks never overflow. The same timer trims
+ * WS_TICK_NEVER: never). The epoch moves on every WS_REBASE_TICKS ticks, which shifts
+ * the deadlines of the lists once, so ticks never overflow. The same timer trims
  * the output pools (output.c) about once a second while they hold parts not in use,
  * and polls the layer once deliveries have stopped for WS_IDLE_POLL_MS,
  * so that it can give back what its busy turns needed (ws_server_idle_poll). */
 #include "ws_internal.h"
 
 #define WS_POOL_TRIM_MS 1000
-#define WS_TICK_MS 4u
-#define WS_TICK_NEVER UINT32_MAX
-#define WS_REBASE_TICKS (1u << 31)
 /* A deadline is set less than WS_REBASE_TICKS after the epoch, at most UINT32_MAX ms on. */
 _Static_assert((uint64_t)WS_REBASE_TICKS + (uint64_t)UINT32_MAX / WS_TICK_MS + 1 < WS_TICK_NEVER,
                "a deadline's ticks fit below WS_TICK_NEVER");

@@ -66,15 +66,21 @@ struct ws_conn {
     ws_input *in;                /* NULL unless a frame or message is unfinished */
     ws_http *http;               /* NULL unless handshaking or serving a file */
     ws_conn *dnext;              /* next on the server's dirty list */
-    uint32_t deadline;           /* in ticks of the server's clock (timer.c) */
-    uint16_t code;               /* the close code to report: the one received (1005:
-                                    none given), else the one we sent, else 0 */
-    unsigned flags : 11;         /* enum ws_conn_flags */
-    unsigned state : 3;          /* enum ws_state */
-    unsigned tlist : 2;          /* enum ws_tlist */
+    uint32_t deadline : 30;      /* in ticks of the server's clock (timer.c) */
+    uint32_t tlist : 2;          /* enum ws_tlist */
+    uint16_t flags;              /* enum ws_conn_flags (a whole word: the hot one) */
+    uint16_t code : 13;          /* the close code to report (ws_conn_set_code) */
+    uint16_t state : 3;          /* enum ws_state */
 };
 
 _Static_assert(sizeof(struct ws_conn) <= 312, "an idle connection in a 320-byte chunk");
+
+/* Notes the close code to report: the one received (1005: none given), else the one
+ * we sent, else none (0). Close codes are below 5000; anything else is noted as 1002. */
+static inline void ws_conn_set_code(ws_conn *c, int code)
+{
+    c->code = (uint16_t)(code > 0 && code < 5000 ? code : 1002) & 0x1fffu;
+}
 
 /* The app's connection of c, or NULL. */
 static inline cch_conn *ws_conn_cc(const ws_conn *c)
@@ -316,6 +322,12 @@ void ws_out_init_pools(ws_server *s);
 bool ws_out_trim_pools(ws_server *s, bool all);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
+/* A deadline is ticks of WS_TICK_MS after the server's tick_epoch, in 30 bits
+ * (WS_TICK_NEVER: none); the epoch moves on every WS_REBASE_TICKS ticks (24.8 days),
+ * so the longest timeout (UINT32_MAX - 1 ms) still fits. */
+#define WS_TICK_MS 8u
+#define WS_TICK_NEVER ((1u << 30) - 1)
+#define WS_REBASE_TICKS (1u << 28)
 /* Starts the clock of the deadlines (server start). */
 void ws_timer_init(ws_server *s);
 /* c's deadline in uv_now time (UINT64_MAX: none). */
