@@ -59,6 +59,33 @@ static void test_init_invalid(void **state) {
     assert_int_equal(cch__scope_init(&s, &req, NULL, NULL), CCH_EINVAL);
 }
 
+/* The buffer in the caller's memory (the connection's allocation): the same scope,
+ * its size known beforehand, left alone by destroy (ASan: never freed). */
+static void test_init_in_caller_buffer(void **state) {
+    (void)state;
+    fx_req r;
+    fx_req_init(&r, "/ws/chat/a/?x=1", NULL);
+    size_t n = cch__scope_buf_size(&r.req, NULL, NULL);
+    assert_int_equal(n, strlen("/ws/chat/a/") + strlen("x=1") + strlen("127.0.0.1") + 3);
+    char buf[64];
+    memset(buf, 'q', sizeof buf);
+    cch_scope s;
+    assert_int_equal(cch__scope_init_in(&s, &r.req, NULL, NULL, buf), 0);
+    assert_ptr_equal(cch_scope_path(&s), buf);
+    assert_string_equal(cch_scope_query_string(&s), "x=1");
+    assert_string_equal(cch_scope_client_host(&s), "127.0.0.1");
+    assert_int_equal(cch_scope_client_port(&s), 50000);
+    assert_int_equal(buf[n], 'q'); /* nothing written beyond the size */
+    assert_int_equal(cch__scope_end_open(&s, false), 0);
+    cch__scope_destroy(&s);
+    assert_int_equal(buf[0], '/');
+    /* Invalid requests: size 0, and init says why. */
+    cch_request req = {0};
+    assert_int_equal(cch__scope_buf_size(&req, NULL, NULL), 0);
+    assert_int_equal(cch__scope_buf_size(NULL, NULL, NULL), 0);
+    assert_int_equal(cch__scope_init_in(&s, &req, NULL, NULL, buf), CCH_EINVAL);
+}
+
 static void test_null_scope(void **state) {
     (void)state;
     char buf[8];
@@ -231,7 +258,22 @@ static void test_subprotocol_offers(void **state) {
     scope_for(&s, &r, "/", NULL);
     assert_false(cch_scope_offers_subprotocol(&s, "chat"));
     assert_int_equal(cch__scope_end_open(&s, true), 0);
-    assert_null(s.offers);
+    assert_null(s.u.offers);
+    cch__scope_destroy(&s);
+
+    /* Header copies (while opening) and kept offers (after) share one slot: copies
+     * made, a drop while opening leaves them, end_open swaps them for the offers, a
+     * second end_open keeps the offers (ASan: nothing leaked or freed twice). */
+    scope_for(&s, &r, "/", h);
+    assert_string_equal(cch_scope_header(&s, "host"), "x");
+    assert_non_null(cch_scope_header(&s, "sec-websocket-protocol"));
+    cch__scope_drop_offers(&s);
+    assert_string_equal(cch_scope_header(&s, "host"), "x");
+    assert_int_equal(cch__scope_end_open(&s, true), 0);
+    assert_null(cch_scope_header(&s, "host"));
+    assert_true(cch_scope_offers_subprotocol(&s, "chat"));
+    assert_int_equal(cch__scope_end_open(&s, true), 0);
+    assert_true(cch_scope_offers_subprotocol(&s, "chat"));
     cch__scope_destroy(&s);
 }
 
@@ -417,6 +459,7 @@ static void test_memory_small(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_path_query_client), cmocka_unit_test(test_init_invalid),
+        cmocka_unit_test(test_init_in_caller_buffer),
         cmocka_unit_test(test_null_scope),        cmocka_unit_test(test_query_params),
         cmocka_unit_test(test_headers),           cmocka_unit_test(test_header_not_nul_terminated),
         cmocka_unit_test(test_cookies),           cmocka_unit_test(test_subprotocol_offers),

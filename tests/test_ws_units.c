@@ -3,11 +3,13 @@
  * SHA-1 (FIPS 180 vectors, every padding boundary), the accept key (RFC 6455's
  * example), key validation, header token lists, the frame
  * header encoding (every length boundary), content types, and the static path
- * sanitiser (traversal, escapes, backslashes). */
+ * sanitiser (traversal, escapes, backslashes), and the connections' 32-bit
+ * deadlines (ticks, never, the epoch moving on). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -226,6 +228,54 @@ static void test_reasons(void **state)
     assert_string_equal(ws_http_reason(599), "Server Error");
 }
 
+/* Deadlines are 32-bit ticks after the server's epoch: rounded up to a tick, UINT32_MAX
+ * for none, the longest timeout still exact, and the epoch moving on keeps them. */
+static void test_deadline_ticks(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    ws_server *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->loop = &loop;
+    s->timer_due = UINT64_MAX;
+    uv_timer_init(&loop, &s->timer);
+    s->timer.data = s;
+    ws_timer_init(s);
+    ws_conn a = {.srv = s}, b = {.srv = s}, c = {.srv = s};
+    uint64_t now = uv_now(&loop);
+    ws_timer_set(&a, WS_TL_IDLE, 1001);
+    assert_true(ws_timer_deadline(&a) >= now + 1001);
+    assert_true(ws_timer_deadline(&a) < now + 1001 + WS_TICK_MS);
+    ws_timer_set(&b, WS_TL_CLOSING, CCH_WS_NO_TIMEOUT);
+    assert_int_equal(ws_timer_deadline(&b), UINT64_MAX);
+    ws_timer_set(&c, WS_TL_HANDSHAKE, CCH_WS_NO_TIMEOUT - 1); /* 49.7 days */
+    assert_true(ws_timer_deadline(&c) >= now + CCH_WS_NO_TIMEOUT - 1);
+    assert_true(ws_timer_deadline(&c) < now + CCH_WS_NO_TIMEOUT - 1 + WS_TICK_MS);
+
+    /* 24.8 days on: the epoch moves, a (long due) becomes tick 0, c keeps its time. */
+    uint64_t c_at = ws_timer_deadline(&c);
+    uint64_t later = s->tick_epoch + (uint64_t)WS_REBASE_TICKS * WS_TICK_MS + 8;
+    ws_timer_rebase(s, later - 1000);             /* not yet */
+    assert_int_equal(ws_timer_deadline(&c), c_at);
+    uint64_t epoch = s->tick_epoch;
+    c.deadline += WS_REBASE_TICKS - 1000;         /* as if set just before `later` */
+    c_at = ws_timer_deadline(&c);
+    ws_timer_rebase(s, later);
+    assert_true(s->tick_epoch > epoch && s->tick_epoch <= later);
+    assert_int_equal(a.deadline, 0);
+    assert_int_equal(ws_timer_deadline(&b), UINT64_MAX);
+    assert_int_equal(ws_timer_deadline(&c), c_at);
+
+    ws_timer_set(&a, WS_TL_NONE, 0);
+    ws_timer_set(&b, WS_TL_NONE, 0);
+    ws_timer_set(&c, WS_TL_NONE, 0);
+    uv_close((uv_handle_t *)&s->timer, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_content_types),
         cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_reasons),
+        cmocka_unit_test(test_deadline_ticks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

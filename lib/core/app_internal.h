@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cchannels/app.h"
 #include "route.h"
@@ -102,7 +103,6 @@ struct cch_conn {
     const cch__route_entry *route;    /* NULL when rejected before routing */
     const cch_transport *tp;
     void *tctx;
-    char *channel;                    /* channel_buf, or a heap buffer; "" if none */
     char *groups;                     /* the groups joined with cch_group_add: names,
                                          each NUL-terminated, back to back; in
                                          channel_buf after the channel's name while
@@ -112,9 +112,18 @@ struct cch_conn {
     uint8_t state;                    /* enum cch__conn_state */
     bool connect_ran;
     bool has_channel;
+    bool channel_big;                 /* the name is on the heap, its pointer in
+                                         channel_buf (cch__conn_channel) */
     cch_scope scope;
     char channel_buf[CCH__CONN_NAME_INLINE];
 };
+
+/* c's channel name: in channel_buf, or on the heap when longer ("" if none). */
+static inline char *cch__conn_channel(const cch_conn *c) {
+    char *p = (char *)c->channel_buf;
+    if (c->channel_big) memcpy(&p, c->channel_buf, sizeof p);
+    return p;
+}
 
 /* Where the state starts after the struct. */
 #define CCH__CONN_STATE_OFFSET \

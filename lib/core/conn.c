@@ -4,8 +4,8 @@
  *
  * States: pending -> accepted -> closing -> gone, or pending -> rejected -> gone.
  * A connection is one allocation (struct cch_conn with its channel's name, then the
- * consumer's state); its scope keeps one more buffer, and the names of the groups it
- * joined share the rest of the name's buffer, or one more when they do not fit. */
+ * consumer's state, then its scope's buffer); the names of the groups it joined share
+ * the rest of the name's buffer, or take one more allocation when they do not fit. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +35,7 @@ static void groups_free(cch_conn *c) {
 /* Makes room for `need` bytes of group names: in channel_buf after the channel's name
  * while they fit, else on the heap (what is there is kept). Returns 0 or CCH_ENOMEM. */
 static int groups_reserve(cch_conn *c, size_t need) {
-    if (c->channel == c->channel_buf && (!c->groups || groups_inline(c))) {
+    if (!c->channel_big && (!c->groups || groups_inline(c))) {
         size_t at = strlen(c->channel_buf) + 1;
         if (need <= sizeof c->channel_buf - at) {
             c->groups = c->channel_buf + at;
@@ -83,12 +83,16 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
     cch__route_span spans[CCH__ROUTE_MAX_PARAMS];
     const cch__route_entry *route = cch__app_match(app, req->path, spans);
     size_t state_size = route ? route->cls->state_size : 0;
-    if (state_size > SIZE_MAX - CCH__CONN_STATE_OFFSET) return CCH_ENOMEM;
-    size_t size = state_size ? CCH__CONN_STATE_OFFSET + state_size : sizeof(struct cch_conn);
-    cch_conn *c = cch__calloc(1, size);
+    const cch__route *pattern = route ? route->pattern : NULL;
+    const cch__route_span *pspans = route ? spans : NULL;
+    size_t scope_size = cch__scope_buf_size(req, pattern, pspans); /* 0: init says why */
+    size_t size = state_size ? CCH__CONN_STATE_OFFSET : sizeof(struct cch_conn);
+    if (state_size > SIZE_MAX - size - scope_size) return CCH_ENOMEM;
+    size += state_size;
+    cch_conn *c = cch__calloc(1, size + scope_size);
     if (!c) return CCH_ENOMEM;
-    int rc = cch__scope_init(&c->scope, req, route ? route->pattern : NULL,
-                             route ? spans : NULL);
+    int rc = cch__scope_init_in(&c->scope, req, pattern, pspans,
+                                scope_size ? (char *)c + size : NULL);
     if (rc < 0) {
         cch__free(c);
         return rc;
@@ -97,7 +101,6 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
     c->tp = tp;
     c->tctx = tctx;
     c->state = CCH__CONN_PENDING;
-    c->channel = c->channel_buf;
 
     int status = cch__app_run_middleware(app, &c->scope);
     if (status == 0 && !route) {
@@ -112,8 +115,12 @@ int cch_conn_open(cch_app *app, const cch_request *req, const cch_transport *tp,
             rc = big ? cch_layer_new_channel(app->layer, NULL, app->receiver, c, big,
                                              CCH_NAME_BUF)
                      : CCH_ENOMEM;
-            if (rc == 0) c->channel = big;
-            else cch__free(big);
+            if (rc == 0) {
+                memcpy(c->channel_buf, &big, sizeof big);
+                c->channel_big = true;
+            } else {
+                cch__free(big);
+            }
         }
         if (rc < 0) {
             cch__app_log(app, CCH_LOG_ERROR, "cannot create a channel for %.200s: %s",
@@ -165,22 +172,22 @@ void cch_conn_disconnected(cch_conn *c, int code) {
     if (c->connect_ran && c->route->cls->disconnect) c->route->cls->disconnect(c, code);
     for (uint32_t off = 0; off < c->groups_len;) {
         const char *g = c->groups + off;
-        int rc = cch_layer_group_discard(app->layer, g, c->channel);
+        int rc = cch_layer_group_discard(app->layer, g, cch__conn_channel(c));
         if (rc < 0)
             cch__app_log(app, CCH_LOG_WARN, "leaving group %s failed: %s", g, cch_strerror(rc));
         off += (uint32_t)strlen(g) + 1;
     }
     groups_free(c);
     if (c->has_channel) {
-        int rc = cch_layer_release_channel(app->layer, c->channel);
+        int rc = cch_layer_release_channel(app->layer, cch__conn_channel(c));
         if (rc < 0)
-            cch__app_log(app, CCH_LOG_WARN, "releasing channel %s failed: %s", c->channel,
+            cch__app_log(app, CCH_LOG_WARN, "releasing channel %s failed: %s", cch__conn_channel(c),
                          cch_strerror(rc));
     }
     cch__app_forget_conn(app, c);
     cch__scope_destroy(&c->scope);
     app->stats.connections_active--;
-    if (c->channel != c->channel_buf) cch__free(c->channel);
+    if (c->channel_big) cch__free(cch__conn_channel(c));
     cch__free(c);
 }
 
@@ -205,7 +212,7 @@ int64_t cch_user_id(cch_conn *c) { return c ? c->scope.user_id : CCH_USER_ANONYM
 
 void *cch_class_data(cch_conn *c) { return (c && c->route) ? c->route->class_ud : NULL; }
 
-const char *cch_channel_name(cch_conn *c) { return c ? c->channel : NULL; }
+const char *cch_channel_name(cch_conn *c) { return c ? cch__conn_channel(c) : NULL; }
 
 cch_layer *cch_conn_layer(cch_conn *c) { return c ? c->app->layer : NULL; }
 
@@ -258,7 +265,7 @@ int cch_close(cch_conn *c, int code, const char *reason) {
     c->state = CCH__CONN_CLOSING;
     int rc = c->tp->close(c->tctx, code, reason);
     if (rc < 0) {
-        cch__app_log(c->app, CCH_LOG_WARN, "transport failed to close %s: %s", c->channel,
+        cch__app_log(c->app, CCH_LOG_WARN, "transport failed to close %s: %s", cch__conn_channel(c),
                      cch_strerror(rc));
         return rc;
     }
@@ -330,13 +337,13 @@ void cch__conn_builtin_send(cch_conn *c, const cch_msg *m) {
     if (!text) {
         if (err != CCH_ENOMEM) c->app->stats.handler_errors++;
         cch__app_log(c->app, err == CCH_ENOMEM ? CCH_LOG_ERROR : CCH_LOG_WARN,
-                     "websocket.send to %s: %s", c->channel,
+                     "websocket.send to %s: %s", cch__conn_channel(c),
                      err == CCH_ENOMEM ? "out of memory" : "no string \"text\" in the body");
         return;
     }
     int rc = cch_send_body(c, text);
     if (rc < 0)
-        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.send to %s failed: %s", c->channel,
+        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.send to %s failed: %s", cch__conn_channel(c),
                      cch_strerror(rc));
 }
 
@@ -359,12 +366,12 @@ void cch__conn_builtin_close(cch_conn *c, const cch_msg *m) {
     if (bad) {
         c->app->stats.handler_errors++;
         cch__app_log(c->app, CCH_LOG_WARN,
-                     "websocket.close to %s: bad \"code\" or \"reason\" in %.200s", c->channel,
-                     cch_msg_body(m));
+                     "websocket.close to %s: bad \"code\" or \"reason\" in %.200s",
+                     cch__conn_channel(c), cch_msg_body(m));
     }
     rc = cch_close(c, (int)code, reason);
     if (rc < 0)
-        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.close to %s: %s", c->channel,
+        cch__app_log(c->app, CCH_LOG_DEBUG, "websocket.close to %s: %s", cch__conn_channel(c),
                      cch_strerror(rc));
 }
 
@@ -385,12 +392,12 @@ int cch_group_add(cch_conn *c, const char *group) {
     if (!cch_valid_group_name(group)) return CCH_ENAME;
     if (!c->has_channel) return CCH_ESTATE;
     if (find_group(c, group) >= 0) /* already a member: renew */
-        return cch_layer_group_add(c->app->layer, group, c->channel);
+        return cch_layer_group_add(c->app->layer, group, cch__conn_channel(c));
     size_t n = strlen(group) + 1; /* <= CCH_NAME_BUF */
     if (c->groups_len > UINT32_MAX - n) return CCH_ENOMEM;
     int rc = groups_reserve(c, c->groups_len + n);
     if (rc < 0) return rc;
-    rc = cch_layer_group_add(c->app->layer, group, c->channel);
+    rc = cch_layer_group_add(c->app->layer, group, cch__conn_channel(c));
     if (rc < 0) return rc; /* the buffer may have grown or moved: harmless */
     memcpy(c->groups + c->groups_len, group, n);
     c->groups_len += (uint32_t)n;
@@ -410,13 +417,13 @@ int cch_group_discard(cch_conn *c, const char *group) {
         c->n_groups--;
         if (c->groups_len == 0) groups_free(c);
     }
-    return cch_layer_group_discard(c->app->layer, group, c->channel);
+    return cch_layer_group_discard(c->app->layer, group, cch__conn_channel(c));
 }
 
 static int group_send(cch_conn *c, const char *group, const cch_msg *m, bool others) {
     if (!c || !group || !m) return CCH_EINVAL;
     if (!cch_valid_group_name(group)) return CCH_ENAME;
-    const char *exclude = (others && c->has_channel) ? c->channel : NULL;
+    const char *exclude = (others && c->has_channel) ? cch__conn_channel(c) : NULL;
     return cch_layer_group_send(c->app->layer, group, m, exclude, NULL);
 }
 

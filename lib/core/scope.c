@@ -115,26 +115,54 @@ static bool list_has(const char *v, size_t len, const char *name, size_t nlen) {
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
-int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *route,
-                    const cch__route_span *spans) {
-    if (!s) return CCH_EINVAL;
-    memset(s, 0, sizeof *s);
-    s->user_id = CCH_USER_ANONYMOUS;
-    if (!req || !req->path || (req->n_headers > 0 && !req->headers)) return CCH_EINVAL;
-
+/* The buffer's size for req (0 and the error in *err when it is not usable). */
+static size_t buf_size(const cch_request *req, const cch__route *route,
+                       const cch__route_span *spans, int *err) {
+    *err = CCH_EINVAL;
+    if (!req || !req->path || (req->n_headers > 0 && !req->headers)) return 0;
     size_t plen = strlen(req->path);
     size_t qlen = req->query ? strlen(req->query) : 0;
     size_t hlen = req->client_host ? strlen(req->client_host) : 0;
     size_t nparams = (route && spans) ? route->nparams : 0;
     size_t total = plen + qlen + hlen + 3;
     for (size_t i = 0; i < nparams; i++) {
-        if (spans[i].off + spans[i].len > plen) return CCH_EINVAL;
+        if (spans[i].off + spans[i].len > plen) return 0;
         total += spans[i].len + 1;
     }
-    if (total > UINT32_MAX) return CCH_ETOOBIG;
+    *err = CCH_ETOOBIG;
+    if (total > UINT32_MAX) return 0;
+    *err = 0;
+    return total;
+}
 
-    char *buf = cch__malloc(total);
-    if (!buf) return CCH_ENOMEM;
+size_t cch__scope_buf_size(const cch_request *req, const cch__route *route,
+                           const cch__route_span *spans) {
+    int err;
+    return buf_size(req, route, spans, &err);
+}
+
+int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *route,
+                    const cch__route_span *spans) {
+    return cch__scope_init_in(s, req, route, spans, NULL);
+}
+
+int cch__scope_init_in(cch_scope *s, const cch_request *req, const cch__route *route,
+                       const cch__route_span *spans, char *buf) {
+    if (!s) return CCH_EINVAL;
+    memset(s, 0, sizeof *s);
+    s->user_id = CCH_USER_ANONYMOUS;
+    int err;
+    size_t total = buf_size(req, route, spans, &err);
+    if (!total) return err;
+    size_t plen = strlen(req->path);
+    size_t qlen = req->query ? strlen(req->query) : 0;
+    size_t hlen = req->client_host ? strlen(req->client_host) : 0;
+    size_t nparams = (route && spans) ? route->nparams : 0;
+
+    if (!buf) {
+        if (!(buf = cch__malloc(total))) return CCH_ENOMEM;
+        s->buf_owned = 1;
+    }
     char *p = buf;
     memcpy(p, req->path, plen);
     p[plen] = '\0';
@@ -160,14 +188,20 @@ int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *rout
     return 0;
 }
 
-static void free_header_copies(cch_scope *s) {
-    struct cch__header_copy *h = s->header_copies;
+/* The header copies (req set) or the kept offers (after opening), whichever it is. */
+static void free_opening_data(cch_scope *s) {
+    if (!s->req) {
+        cch__free(s->u.offers);
+        s->u.offers = NULL;
+        return;
+    }
+    struct cch__header_copy *h = s->u.header_copies;
     while (h) {
         struct cch__header_copy *next = h->next;
         cch__free(h);
         h = next;
     }
-    s->header_copies = NULL;
+    s->u.header_copies = NULL;
 }
 
 static const char k_protocol_header[] = "sec-websocket-protocol";
@@ -175,14 +209,16 @@ static const char k_protocol_header[] = "sec-websocket-protocol";
 int cch__scope_end_open(cch_scope *s, bool keep_offers) {
     int rc = 0;
     const cch_request *req = s->req;
-    if (keep_offers && req && !s->offers) {
+    if (!req) return 0; /* ended already: the offers (if any) stay */
+    char *offers = NULL;
+    if (keep_offers) {
         size_t total = 0;
         size_t nlen = sizeof k_protocol_header - 1;
         for (size_t i = 0; i < req->n_headers; i++)
             if (header_is(&req->headers[i], k_protocol_header, nlen) && req->headers[i].value)
                 total += req->headers[i].value_len + 1;
         if (total > 0) {
-            char *offers = cch__malloc(total);
+            offers = cch__malloc(total);
             if (offers) {
                 size_t o = 0;
                 for (size_t i = 0; i < req->n_headers; i++) {
@@ -193,20 +229,19 @@ int cch__scope_end_open(cch_scope *s, bool keep_offers) {
                     o += h->value_len;
                 }
                 offers[o] = '\0';
-                s->offers = offers;
             } else {
                 rc = CCH_ENOMEM;
             }
         }
     }
+    free_opening_data(s); /* the header copies */
     s->req = NULL;
-    free_header_copies(s);
+    s->u.offers = offers;
     return rc;
 }
 
 void cch__scope_drop_offers(cch_scope *s) {
-    cch__free(s->offers);
-    s->offers = NULL;
+    if (!s->req) free_opening_data(s); /* while opening there are none yet */
 }
 
 int cch__scope_set_subprotocol(cch_scope *s, const char *name) {
@@ -222,7 +257,7 @@ int cch__scope_set_subprotocol(cch_scope *s, const char *name) {
 
 void cch__scope_destroy(cch_scope *s) {
     if (!s) return;
-    free_header_copies(s);
+    free_opening_data(s);
     s->req = NULL;
     struct cch__scope_data *d = s->data;
     while (d) {
@@ -237,12 +272,11 @@ void cch__scope_destroy(cch_scope *s) {
     s->user_free = NULL;
     cch__free(s->user_name);
     s->user_name = NULL;
-    cch__free(s->offers);
-    s->offers = NULL;
     cch__free(s->subprotocol);
     s->subprotocol = NULL;
-    cch__free(s->buf);
+    if (s->buf_owned) cch__free(s->buf);
     s->buf = NULL;
+    s->buf_owned = 0;
 }
 
 /* ---- request ------------------------------------------------------------------- */
@@ -281,7 +315,7 @@ const char *cch_scope_header(const cch_scope *s, const char *name) {
     for (size_t i = 0; i < req->n_headers; i++) {
         const cch_header *h = &req->headers[i];
         if (!header_is(h, name, nlen)) continue;
-        for (struct cch__header_copy *c = ms->header_copies; c; c = c->next)
+        for (struct cch__header_copy *c = ms->u.header_copies; c; c = c->next)
             if (c->index == i) return c->value;
         size_t vlen = h->value ? h->value_len : 0;
         struct cch__header_copy *c = cch__malloc(sizeof *c + vlen + 1);
@@ -289,8 +323,8 @@ const char *cch_scope_header(const cch_scope *s, const char *name) {
         if (vlen) memcpy(c->value, h->value, vlen);
         c->value[vlen] = '\0';
         c->index = i;
-        c->next = ms->header_copies;
-        ms->header_copies = c;
+        c->next = ms->u.header_copies;
+        ms->u.header_copies = c;
         return c->value;
     }
     return NULL;
@@ -343,7 +377,7 @@ bool cch_scope_offers_subprotocol(const cch_scope *s, const char *name) {
         }
         return false;
     }
-    return s->offers && list_has(s->offers, strlen(s->offers), name, nlen);
+    return s->u.offers && list_has(s->u.offers, strlen(s->u.offers), name, nlen);
 }
 
 const char *cch_scope_subprotocol(const cch_scope *s) { return s ? s->subprotocol : NULL; }

@@ -4,6 +4,8 @@
  * connection's whole life is one allocation, `buf`: "path\0query\0host\0" followed
  * by the decoded route parameter values, each NUL-terminated, in the route's
  * parameter order (names are borrowed from the compiled route, which the app owns).
+ * The connection lays that buffer out in its own allocation (cch__scope_buf_size
+ * says how big); a scope built without one allocates it. 
  * The host's request is borrowed only while the connection opens: `req` is set by
  * cch__scope_init and cleared by cch__scope_end_open. */
 #ifndef CCH_INTERNAL_SCOPE_H
@@ -22,14 +24,17 @@ struct cch__header_copy;   /* a NUL-terminated copy of a header value (scope.c) 
 
 struct cch_scope {
     const cch_request *req;                 /* borrowed while opening, else NULL */
-    struct cch__header_copy *header_copies; /* freed by cch__scope_end_open */
+    union {                                 /* which one: req set or not */
+        struct cch__header_copy *header_copies; /* opening; freed by end_open */
+        char *offers;    /* subprotocol offers kept while undecided after open */
+    } u;
     char *buf;                              /* path, query, host, parameter values */
     const cch__route *route;                /* parameter names; NULL: no parameters */
     uint32_t query_off;
     uint32_t host_off;
     uint32_t params_off;
-    int client_port;
-    char *offers;        /* subprotocol offers kept while undecided after open */
+    int client_port : 31;
+    unsigned buf_owned : 1;                 /* buf was allocated here (else the caller's) */
     char *subprotocol;   /* chosen by cch_accept */
     char *user_name;     /* NULL: "" */
     int64_t user_id;
@@ -44,6 +49,16 @@ struct cch_scope {
  * or query over 4 GiB) or CCH_ENOMEM; on failure nothing needs freeing. */
 int cch__scope_init(cch_scope *s, const cch_request *req, const cch__route *route,
                     const cch__route_span *spans);
+
+/* The bytes of the scope's buffer for the same arguments (0: cch__scope_init would
+ * fail with CCH_EINVAL or CCH_ETOOBIG). */
+size_t cch__scope_buf_size(const cch_request *req, const cch__route *route,
+                           const cch__route_span *spans);
+
+/* cch__scope_init with the buffer in `buf` (cch__scope_buf_size bytes, owned by the
+ * caller and left alone by cch__scope_destroy); NULL: allocated, as cch__scope_init. */
+int cch__scope_init_in(cch_scope *s, const cch_request *req, const cch__route *route,
+                       const cch__route_span *spans, char *buf);
 
 /* The connection has opened: forget the borrowed request (headers, cookies). When
  * keep_offers, the subprotocols the client offered are copied first, so that a

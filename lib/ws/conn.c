@@ -23,18 +23,19 @@ static void close_cb(uv_handle_t *h)
     ws_out_free(c);
     ws_input_free(c);
     ws_http_free(c);
-    int code = (c->flags & WS_F_CLOSE_RECV) ? c->code_recv : c->code_sent ? c->code_sent : 1006;
+    int code = c->code ? c->code : 1006;
     if (c->flags & WS_F_UPGRADED) {
         s->stats.ws_active--;
         if (s->opts.log && s->opts.log_level >= CCH_LOG_INFO) {
-            const char *path = c->cc ? cch_scope_path(cch_conn_scope(c->cc)) : "";
+            cch_conn *cc = ws_conn_cc(c);
+            const char *path = cc ? cch_scope_path(cch_conn_scope(cc)) : "";
             ws_log(s, CCH_LOG_INFO, "%s closed %d", path, code);
         }
     }
-    if (c->cc) {
-        cch_conn *cc = c->cc;
+    if (ws_conn_cc(c)) {
+        cch_conn *cc = ws_conn_cc(c);
+        c->tcp.data = NULL;
         cch_conn_disconnected(cc, code);
-        c->cc = NULL;
     }
     s->stats.tcp_active--;
     if (!(c->flags & WS_F_BUSY))
@@ -61,6 +62,7 @@ ws_conn *ws_conn_new(ws_server *s)
         return NULL;
     }
     c->srv = s;
+    c->tcp.data = NULL;
     c->state = WS_HTTP;
     return c;
 }
@@ -140,7 +142,8 @@ static int queue_close_frame(ws_conn *c, int code, const char *reason)
     if (rl)
         memcpy(payload + 2, reason, rl);
     c->flags |= WS_F_CLOSE_SENT;
-    c->code_sent = (uint16_t)code;
+    if (!(c->flags & WS_F_CLOSE_RECV))
+        ws_conn_set_code(c, code);
     return ws_out_control(c, 8, payload, 2 + rl);
 }
 

@@ -7,6 +7,14 @@
  * cch_conn_open, or a plain GET/HEAD served from the static directory. Every failure
  * gets a complete HTTP answer with "Connection: close".
  *
+ * The request state (ws_http: the parser, the header spans and the first
+ * WS_HTTP_INLINE bytes of the head, in one block) never comes from the heap between
+ * a connection's long-lived allocations, where it would be left as a hole once the
+ * handshake is over: a handshake decided within one read (the usual case) uses the
+ * server's one spare, the others take one from a slab pool (slab.h) that is unmapped
+ * as soon as no handshake uses it. Only a head longer than the inline room, or more
+ * than WS_HTTP_INLINE_HDRS headers, grows onto the heap.
+ *
  * The accept key is SHA-1 (sha1.c, not libcrypto: see there) and base64. */
 #include "alloc.h"
 #include "ws_internal.h"
@@ -26,10 +34,15 @@ typedef struct ws_hdr_span {
     uint32_t name_off, name_len, value_off, value_len;
 } ws_hdr_span;
 
+/* The ws_http block (a slab object, or the server's spare) is WS_HTTP_BLOCK bytes: the
+ * state, WS_HTTP_INLINE_HDRS header spans and the head's first bytes. */
+#define WS_HTTP_BLOCK 2048
+#define WS_HTTP_INLINE_HDRS 24
+
 struct ws_http {
     llhttp_t parser;
-    char *buf;                   /* the request head, then what followed it */
-    size_t len, cap;
+    char *buf;                   /* the request head, then what followed it (+1: NUL) */
+    size_t len, cap;             /* cap: bytes buf holds before its NUL */
     size_t head_end;             /* bytes of the head, once complete */
     uint32_t url_off, url_len;
     ws_hdr_span *hdr;
@@ -42,7 +55,12 @@ struct ws_http {
     char accept_key[29];
     int fd;                      /* a static file being sent, or -1 */
     uint64_t file_left;
+    ws_hdr_span hdr_inline[WS_HTTP_INLINE_HDRS];
+    char buf_inline[];           /* up to WS_HTTP_BLOCK */
 };
+
+#define WS_HTTP_INLINE (WS_HTTP_BLOCK - sizeof(ws_http))
+_Static_assert(sizeof(ws_http) + 1024 <= WS_HTTP_BLOCK, "room for a 1 KiB head");
 
 /* ---- small helpers ------------------------------------------------------------- */
 
@@ -170,10 +188,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return -1;
         }
         if (h->n_hdr == h->cap_hdr) {
-            uint32_t nc = h->cap_hdr ? h->cap_hdr * 2 : 16;
-            ws_hdr_span *n = cch__realloc(h->hdr, nc * sizeof *n);
+            uint32_t nc = h->cap_hdr * 2;
+            bool inl = h->hdr == h->hdr_inline;
+            ws_hdr_span *n = cch__realloc(inl ? NULL : h->hdr, nc * sizeof *n);
             if (!n)
                 return -1;
+            if (inl)
+                memcpy(n, h->hdr_inline, sizeof h->hdr_inline);
             h->hdr = n;
             h->cap_hdr = nc;
         }
@@ -231,6 +252,53 @@ static const llhttp_settings_t *settings(void)
 
 /* ---- answers --------------------------------------------------------------------- */
 
+/* A request state for c's server: its spare, else a slab object. */
+static ws_http *http_new(ws_server *s)
+{
+    if (!s->http_spare)
+        s->http_spare = cch__malloc(WS_HTTP_BLOCK); /* once: kept until the server ends */
+    ws_http *h = s->http_spare;
+    if (h && !s->http_spare_busy)
+        s->http_spare_busy = true;
+    else if (!(h = cch__slab_take(&s->http_slabs)))
+        return NULL;
+    memset(h, 0, sizeof *h);
+    h->fd = -1;
+    h->buf = h->buf_inline;
+    h->cap = WS_HTTP_INLINE - 1;
+    h->hdr = h->hdr_inline;
+    h->cap_hdr = WS_HTTP_INLINE_HDRS;
+    llhttp_init(&h->parser, HTTP_REQUEST, settings());
+    return h;
+}
+
+static void http_give(ws_server *s, ws_http *h)
+{
+    if (h->buf != h->buf_inline)
+        cch__free(h->buf);
+    if (h->hdr != h->hdr_inline)
+        cch__free(h->hdr);
+    if (h == s->http_spare) {
+        s->http_spare_busy = false;
+        return;
+    }
+    cch__slab_give(&s->http_slabs, h);
+    if (s->http_slabs.used == 0) /* no handshake left in the pool: unmap it */
+        cch__slab_trim(&s->http_slabs, true);
+}
+
+void ws_http_init_pool(ws_server *s)
+{
+    cch__slab_pool_init(&s->http_slabs, WS_HTTP_BLOCK);
+}
+
+void ws_http_free_pool(ws_server *s)
+{
+    cch__free(s->http_spare);
+    s->http_spare = NULL;
+    cch__slab_pool_free(&s->http_slabs);
+}
+
 void ws_http_free(ws_conn *c)
 {
     ws_http *h = c->http;
@@ -242,10 +310,8 @@ void ws_http_free(ws_conn *c)
     }
     if (h->fd >= 0)
         close(h->fd);
-    cch__free(h->buf);
-    cch__free(h->hdr);
-    cch__free(h);
     c->http = NULL;
+    http_give(c->srv, h);
 }
 
 /* Frees the request unless cch_conn_open is using it or a file is being sent. */
@@ -429,10 +495,11 @@ static void upgrade(ws_conn *c, char *path, char *query)
         .client_port = port,
     };
     h->in_open = true;
-    int rc = cch_conn_open(s->app, &req, &ws_transport, c, &c->cc);
+    cch_conn *cc = NULL;
+    c->tcp.data = NULL;
+    int rc = cch_conn_open(s->app, &req, &ws_transport, c, &cc);
     h->in_open = false;
-    if (rc < 0)
-        c->cc = NULL;
+    c->tcp.data = rc < 0 ? NULL : cc;
     if (h->free_pending || c->state == WS_DEAD) {
         /* Killed meanwhile (the server stopped from inside connect, say). */
         ws_http_free(c);
@@ -518,9 +585,19 @@ void ws_conn_pending_input(ws_conn *c)
     if (c->state == WS_OPEN || c->state == WS_CLOSING) {
         /* Copy: the parser reads from the server's shared cursor, and h goes away. */
         size_t n = h->len - h->head_end;
-        char *rest = h->buf;
-        memmove(rest, h->buf + h->head_end, n);
-        h->buf = NULL;
+        char *rest;
+        if (h->buf == h->buf_inline) {
+            rest = cch__malloc(n ? n : 1);
+            if (!rest) {
+                ws_conn_kill(c);
+                return;
+            }
+            memcpy(rest, h->buf + h->head_end, n);
+        } else {
+            rest = h->buf;
+            memmove(rest, h->buf + h->head_end, n);
+            h->buf = h->buf_inline;
+        }
         ws_http_free(c);
         ws_input_feed(c, (const uint8_t *)rest, n);
         cch__free(rest);
@@ -556,13 +633,10 @@ void ws_http_feed(ws_conn *c, const char *data, size_t len)
     ws_server *s = c->srv;
     ws_http *h = c->http;
     if (!h) {
-        h = cch__calloc(1, sizeof *h);
-        if (!h) {
+        if (!(h = http_new(s))) {
             ws_conn_kill(c);
             return;
         }
-        h->fd = -1;
-        llhttp_init(&h->parser, HTTP_REQUEST, settings());
         c->http = h;
     }
     if (h->complete)
@@ -571,14 +645,17 @@ void ws_http_feed(ws_conn *c, const char *data, size_t len)
     size_t take = len < max - h->len ? len : max - h->len;
     size_t need = h->len + len;
     if (need > h->cap) {
-        size_t nc = h->cap ? h->cap : 1024;
+        size_t nc = 2 * (h->cap + 1);
         while (nc < need)
             nc *= 2;
-        char *nb = cch__realloc(h->buf, nc + 1);
+        bool inl = h->buf == h->buf_inline;
+        char *nb = cch__realloc(inl ? NULL : h->buf, nc + 1);
         if (!nb) {
             ws_http_error(c, 500, NULL);
             return;
         }
+        if (inl)
+            memcpy(nb, h->buf, h->len);
         h->buf = nb;
         h->cap = nc;
     }

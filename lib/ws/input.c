@@ -191,9 +191,9 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         if (c->in->fail_code)
             return;
         /* After our close frame, messages are read and dropped (RFC 6455 7.1.2). */
-        if (c->state == WS_OPEN && !(c->flags & WS_F_CLOSE_SENT) && c->cc) {
+        if (c->state == WS_OPEN && !(c->flags & WS_F_CLOSE_SENT) && ws_conn_cc(c)) {
             s->stats.messages_in++;
-            cch_conn_receive(c->cc, c->in->msg_len ? (const void *)c->in->msg : "",
+            cch_conn_receive(ws_conn_cc(c), c->in->msg_len ? (const void *)c->in->msg : "",
                              c->in->msg_len, arg->opcode == WSLAY_BINARY_FRAME);
         }
         c->in->msg_len = 0;
@@ -341,11 +341,9 @@ void ws_input_feed(ws_conn *c, const uint8_t *data, size_t len)
     wslay_event_context_ptr ctx = in->ctx;
     if (wslay_event_get_close_received(ctx)) {
         c->flags |= WS_F_CLOSE_RECV;
-        c->code_recv = wslay_event_get_status_code_received(ctx);
-        if (wslay_event_get_close_sent(ctx) && !(c->flags & WS_F_CLOSE_SENT)) {
+        ws_conn_set_code(c, wslay_event_get_status_code_received(ctx)); /* over ours */
+        if (wslay_event_get_close_sent(ctx))
             c->flags |= WS_F_CLOSE_SENT;
-            c->code_sent = wslay_event_get_status_code_sent(ctx);
-        }
         ws_input_free(c);
         ws_conn_linger(c);
         return;
@@ -355,7 +353,8 @@ void ws_input_feed(ws_conn *c, const uint8_t *data, size_t len)
         int code = wslay_event_get_status_code_sent(ctx);
         if (!(c->flags & WS_F_CLOSE_SENT)) {
             c->flags |= WS_F_CLOSE_SENT;
-            c->code_sent = (uint16_t)code;
+            if (!(c->flags & WS_F_CLOSE_RECV))
+                ws_conn_set_code(c, code);
         }
         count_close(s, code);
         char peer[64];

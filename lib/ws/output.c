@@ -8,15 +8,22 @@
  * server has its own, keyed by the server), and the frame holds one reference to the
  * message while any item points at it. So a fanout costs no atomic operation, no
  * allocation and no copy per member. Small frames (control frames, short messages,
- * wslay's pongs and closes) are packed into one heap buffer at the tail of the queue.
+ * wslay's pongs and closes) are packed into one small buffer at the tail of the queue,
+ * from a per-server slab pool like the queue's other parts (a handshake's 101 and a
+ * first message, made for every member of a connection storm, would otherwise be
+ * left as heap holes between the connections' long-lived allocations).
  *
  * Shared frames are laid out one after the other in the server's current arena (a
  * 64 KiB block), so the messages a member gets in one loop iteration, which every
  * member gets in the same order, usually sit back to back in memory, and the writev
  * of a member's queue merges them into one iovec: the kernel's cost of a writev grows
  * with its segments (it copies each one separately), so 16 messages in one segment
- * cost about half of 16 segments. An arena is freed when its last frame is (frames go
- * with their messages, on whatever thread drops the last reference: an atomic count).
+ * cost about half of 16 segments. An arena is unmapped when its last frame is freed
+ * (frames go with their messages, on whatever thread drops the last reference: an
+ * atomic count), and the server lets go of its current one once the app is quiet
+ * (ws_out_trim_pools with `all`). Arenas are mapped apart from the heap: a retired
+ * 64 KiB block would otherwise stay behind as a resident hole between the
+ * connections' long-lived allocations.
  *
  * A queue exists only while bytes are waiting. Sending only queues and marks the
  * connection dirty; the prepare phase (server.c) flushes each dirty connection with
@@ -30,8 +37,9 @@
 
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 
-enum { OWN_NONE = 0, OWN_HEAP, OWN_FRAME };
+enum { OWN_NONE = 0, OWN_HEAP, OWN_SMALL, OWN_FRAME }; /* SMALL: a ws_buf from the pool */
 
 /* A heap buffer: the bytes of one or more small frames, or of one large one. */
 typedef struct ws_buf {
@@ -64,14 +72,18 @@ struct ws_outq {
     bool writing;
 };
 
-/* Shared frames' bytes: a block filled from the start, freed with its last frame. */
+/* Shared frames: a mapping of WS_ARENA_SIZE bytes (this header first), the frames'
+ * bytes filled from the start (back to back) and their ws_shared_frame records from
+ * the end, unmapped with its last frame. */
 typedef struct ws_arena {
     atomic_size_t refs;          /* frames in it, plus one while it is the current one */
-    size_t used;
+    size_t used;                 /* bytes from the start of data */
+    size_t top;                  /* records from here to the end of data */
     uint8_t data[];
 } ws_arena;
 
 #define WS_ARENA_SIZE (64u * 1024u)
+#define WS_ARENA_ROOM (WS_ARENA_SIZE - sizeof(ws_arena))
 #define WS_ARENA_MAX_FRAME (WS_ARENA_SIZE / 8) /* larger frames get their own block */
 
 /* A frame built once per server for a message body, attached to the message under
@@ -90,7 +102,20 @@ typedef struct ws_shared_frame {
 static void arena_unref(ws_arena *a)
 {
     if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-        cch__free(a);
+        munmap(a, WS_ARENA_SIZE);
+}
+
+static ws_arena *arena_new(void)
+{
+    void *m = mmap(NULL, WS_ARENA_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    ws_arena *a = m;
+    atomic_init(&a->refs, 1);
+    a->used = 0;
+    a->top = WS_ARENA_ROOM;
+    return a;
 }
 
 /* The attachment's destructor: runs when the message is freed, on any thread. */
@@ -98,8 +123,9 @@ static void frame_free(void *p)
 {
     ws_shared_frame *f = p;
     if (f->arena)
-        arena_unref(f->arena);
-    cch__free(f);
+        arena_unref(f->arena); /* f lives in it */
+    else
+        cch__free(f);
 }
 
 /* A new frame of `len` bytes (its bytes not filled in), or NULL. */
@@ -113,23 +139,21 @@ static ws_shared_frame *frame_new(ws_server *s, size_t len)
         }
         return f;
     }
-    ws_shared_frame *f = cch__malloc(sizeof *f);
-    if (!f)
-        return NULL;
+    /* The record below the previous ones, aligned down (top stays aligned). */
+    size_t rec = (sizeof(ws_shared_frame) + _Alignof(ws_shared_frame) - 1) &
+                 ~(_Alignof(ws_shared_frame) - 1);
     ws_arena *a = s->arena;
-    if (!a || WS_ARENA_SIZE - a->used < len) {
-        ws_arena *na = cch__malloc(sizeof *na + WS_ARENA_SIZE);
-        if (!na) {
-            cch__free(f);
+    if (!a || a->top - a->used < len + rec) {
+        ws_arena *na = arena_new();
+        if (!na)
             return NULL;
-        }
-        atomic_init(&na->refs, 1);
-        na->used = 0;
         if (a)
-            arena_unref(a); /* retired: freed with its last frame */
+            arena_unref(a); /* retired: unmapped with its last frame */
         s->arena = a = na;
     }
     atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    a->top -= rec;
+    ws_shared_frame *f = (ws_shared_frame *)(a->data + a->top);
     f->arena = a;
     f->bytes = a->data + a->used;
     a->used += len;
@@ -170,6 +194,7 @@ void ws_out_init_pools(ws_server *s)
 {
     cch__slab_pool_init(&s->block_slabs, sizeof(ws_qblock));
     cch__slab_pool_init(&s->outq_slabs, sizeof(ws_outq));
+    cch__slab_pool_init(&s->sbuf_slabs, sizeof(ws_buf) + WS_SMALL_BUF);
 }
 
 static ws_qblock *block_get(ws_server *s)
@@ -219,9 +244,14 @@ static void outq_put(ws_conn *c)
 
 bool ws_out_trim_pools(ws_server *s, bool all)
 {
+    if (all && s->arena) {
+        arena_unref(s->arena); /* quiet: the next frame maps a new one */
+        s->arena = NULL;
+    }
     cch__slab_trim(&s->block_slabs, all);
     cch__slab_trim(&s->outq_slabs, all);
-    return s->block_slabs.n_empty || s->outq_slabs.n_empty;
+    cch__slab_trim(&s->sbuf_slabs, all);
+    return s->block_slabs.n_empty || s->outq_slabs.n_empty || s->sbuf_slabs.n_empty;
 }
 
 void ws_out_free_pools(ws_server *s)
@@ -232,14 +262,17 @@ void ws_out_free_pools(ws_server *s)
     }
     cch__slab_pool_free(&s->block_slabs);
     cch__slab_pool_free(&s->outq_slabs);
+    cch__slab_pool_free(&s->sbuf_slabs);
 }
 
 /* ---- items ------------------------------------------------------------------- */
 
-static void item_release(ws_item *it)
+static void item_release(ws_server *s, ws_item *it)
 {
     if (it->kind == OWN_HEAP)
         cch__free(it->owner);
+    else if (it->kind == OWN_SMALL)
+        cch__slab_give(&s->sbuf_slabs, it->owner);
     else if (it->kind == OWN_FRAME) {
         ws_shared_frame *f = it->owner;
         if (--f->pins == 0)
@@ -291,7 +324,7 @@ static void pop_front(ws_conn *c)
 {
     ws_outq *q = c->outq;
     ws_qblock *b = q->first;
-    item_release(&b->items[b->head]);
+    item_release(c->srv, &b->items[b->head]);
     b->head++;
     q->n_items--;
     if (b->head == b->tail) {
@@ -312,7 +345,7 @@ static bool append_tail(ws_conn *c, const uint8_t *p1, size_t n1, const uint8_t 
     if (!q || q->n_items == q->inflight || !q->last || q->last->tail == 0)
         return false;
     ws_item *it = &q->last->items[q->last->tail - 1];
-    if (it->kind != OWN_HEAP)
+    if (it->kind != OWN_HEAP && it->kind != OWN_SMALL)
         return false;
     ws_buf *b = it->owner;
     if (it->data + it->len != b->data + b->len || b->cap - b->len < n1 + n2)
@@ -355,14 +388,30 @@ static int queue_copy(ws_conn *c, const uint8_t *hdr, size_t hlen, const void *d
 {
     if (append_tail(c, hdr, hlen, data, len))
         return 0;
-    uint8_t *p;
-    ws_buf *b = ws_out_buf_new(hlen + len, &p);
+    if (hlen + len > WS_SMALL_BUF) {
+        uint8_t *p;
+        ws_buf *b = ws_out_buf_new(hlen + len, &p);
+        if (!b)
+            return CCH_ENOMEM;
+        memcpy(p, hdr, hlen);
+        if (len)
+            memcpy(p + hlen, data, len);
+        return ws_out_buf_push(c, b, hlen + len);
+    }
+    ws_server *s = c->srv;
+    ws_buf *b = cch__slab_take(&s->sbuf_slabs);
     if (!b)
         return CCH_ENOMEM;
-    memcpy(p, hdr, hlen);
+    ws_timer_want_trim(s);
+    b->cap = WS_SMALL_BUF;
+    b->len = hlen + len;
+    memcpy(b->data, hdr, hlen);
     if (len)
-        memcpy(p + hlen, data, len);
-    return ws_out_buf_push(c, b, hlen + len);
+        memcpy(b->data + hlen, data, len);
+    int rc = push_item(c, b->data, b->len, b, OWN_SMALL);
+    if (rc < 0)
+        cch__slab_give(&s->sbuf_slabs, b);
+    return rc;
 }
 
 int ws_out_raw(ws_conn *c, const void *data, size_t len)
@@ -380,12 +429,21 @@ int ws_out_control(ws_conn *c, int opcode, const void *payload, size_t len)
 }
 
 /* The outbound limit: a data frame that does not fit closes the connection. */
-static int over_limit(ws_conn *c, size_t add)
+static int over_limit_slow(ws_conn *c, size_t add);
+
+/* The check itself, kept inline on every send's path; the rest out of line. */
+static inline int over_limit(ws_conn *c, size_t add)
 {
     size_t pending = c->outq ? c->outq->bytes : 0;
     /* One message alone always fits: the limit bounds what piles up behind it. */
     if (pending == 0 || pending + add <= c->srv->opts.max_outbound_bytes)
         return 0;
+    return over_limit_slow(c, add);
+}
+
+static int over_limit_slow(ws_conn *c, size_t add)
+{
+    size_t pending = c->outq->bytes;
     /* A burst larger than the limit within one iteration: give the socket what it
      * takes now, so only a client that really stopped reading hits the limit. */
     if (!c->outq->writing) {
@@ -501,7 +559,7 @@ void ws_out_discard(ws_conn *c)
             q->bytes -= b->items[i].len;
             c->srv->stats.outbound_bytes -= b->items[i].len;
             q->n_items--;
-            item_release(&b->items[i]);
+            item_release(c->srv, &b->items[i]);
         }
         b->tail = new_tail;
         if (b->head == b->tail && b != q->first) {

@@ -406,6 +406,7 @@ int ws_server_listen_fd(ws_server *s, int *out_fd)
 static void free_server(ws_server *s)
 {
     ws_input_free_spare(s);
+    ws_http_free_pool(s);
     ws_out_free_pools(s);
     ws_flow_free(s);
     cch__free(s->read_buf);
@@ -443,6 +444,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     if (!s)
         return CCH_ENOMEM;
     ws_out_init_pools(s);
+    ws_http_init_pool(s);
     /* Log through the caller's sink while the options are checked. */
     if (opts) {
         s->opts.log = opts->log;
@@ -482,6 +484,7 @@ static int server_start(ws_server **out, cch_app *app, uv_loop_t *loop,
     uv_prepare_init(loop, &s->prepare);
     s->prepare.data = s;
     uv_timer_init(loop, &s->timer);
+    ws_timer_init(s);
     s->timer.data = s;
     s->handles_open = 3;
     if (owner) {

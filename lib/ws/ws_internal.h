@@ -55,22 +55,39 @@ enum ws_conn_flags {
     WS_F_PAUSED = 1u << 11,      /* reading stopped: the layer is congested (flow.c) */
 };
 
+/* Every idle WebSocket connection is one of these: it is kept to 312 bytes (a
+ * 320-byte malloc chunk), so the app's connection lives in tcp.data (ws_conn_cc). */
 struct ws_conn {
-    uv_tcp_t tcp;                /* first member: the handle converts to the conn */
+    uv_tcp_t tcp;                /* first member: the handle converts to the conn;
+                                    tcp.data: the app's connection (cch_conn *), once
+                                    cch_conn_open made it, else NULL */
     ws_server *srv;
-    cch_conn *cc;                /* the app's connection, once cch_conn_open made it */
     ws_conn *tprev, *tnext;      /* deadline list links */
-    uint64_t deadline;           /* ms on uv_now's clock */
     ws_outq *outq;               /* NULL while nothing is waiting to be written */
     ws_input *in;                /* NULL unless a frame or message is unfinished */
     ws_http *http;               /* NULL unless handshaking or serving a file */
     ws_conn *dnext;              /* next on the server's dirty list */
-    uint16_t flags;
-    uint16_t code_sent;          /* close code we sent (0: none) */
-    uint16_t code_recv;          /* close code received (1005: none given) */
-    uint8_t state;
-    uint8_t tlist;
+    uint32_t deadline : 30;      /* in ticks of the server's clock (timer.c) */
+    uint32_t tlist : 2;          /* enum ws_tlist */
+    uint16_t flags;              /* enum ws_conn_flags (a whole word: the hot one) */
+    uint16_t code : 13;          /* the close code to report (ws_conn_set_code) */
+    uint16_t state : 3;          /* enum ws_state */
 };
+
+_Static_assert(sizeof(struct ws_conn) <= 312, "an idle connection in a 320-byte chunk");
+
+/* Notes the close code to report: the one received (1005: none given), else the one
+ * we sent, else none (0). Close codes are below 5000; anything else is noted as 1002. */
+static inline void ws_conn_set_code(ws_conn *c, int code)
+{
+    c->code = (uint16_t)(code > 0 && code < 5000 ? code : 1002) & 0x1fffu;
+}
+
+/* The app's connection of c, or NULL. */
+static inline cch_conn *ws_conn_cc(const ws_conn *c)
+{
+    return (cch_conn *)c->tcp.data;
+}
 
 /* ---- server -------------------------------------------------------------------- */
 
@@ -99,6 +116,7 @@ struct cch_ws_server {
 
     ws_tlist_head lists[WS_TL_COUNT];
     uint64_t timer_due;          /* when the timer is armed for (UINT64_MAX: not armed) */
+    uint64_t tick_epoch;         /* uv_now of tick 0 of the connections' deadlines */
     size_t n_conns;              /* connections counted against max_connections */
 
     ws_conn *dirty_head, *dirty_tail; /* connections to flush / to feed, FIFO */
@@ -110,9 +128,15 @@ struct cch_ws_server {
     size_t cur_len, cur_off;
     ws_input *spare_ctx;         /* one clean wslay parser kept for reuse */
 
+    /* handshakes (http.c): request states, the spare one first */
+    ws_http *http_spare;         /* allocated at the first handshake, or NULL */
+    bool http_spare_busy;
+    cch__slab_pool http_slabs;   /* the others: unmapped once none is in use */
+
     /* output: pools of queue parts, and the scratch iovec for one writev */
     cch__slab_pool block_slabs;  /* ws_qblock */
     cch__slab_pool outq_slabs;   /* ws_outq */
+    cch__slab_pool sbuf_slabs;   /* small buffers of frames (output.c) */
     uint64_t pool_trim_at;       /* when the housekeeping tick runs next (0: not armed) */
     uint64_t idle_poll_at;       /* when ws_server_idle_poll runs (0: not armed) */
     int dispatch_due;            /* the layer woke us (atomic): dispatch in prepare */
@@ -220,6 +244,9 @@ extern const cch_transport ws_transport;
 /* Feeds bytes of the request head (state WS_HTTP). */
 void ws_http_feed(ws_conn *c, const char *data, size_t len);
 void ws_http_free(ws_conn *c);
+/* The server's request states: set up (server start), freed (teardown). */
+void ws_http_init_pool(ws_server *s);
+void ws_http_free_pool(ws_server *s);
 /* Queues a complete HTTP error answer (Connection: close) and lingers. */
 void ws_http_error(ws_conn *c, int status, const char *extra_headers);
 /* The transport's accept (queues 101) and reject. */
@@ -297,9 +324,9 @@ void ws_out_free_pools(ws_server *s);
 /* Sets up the pools (server start). */
 void ws_out_init_pools(ws_server *s);
 /* Gives back the pooled queue parts that were not needed since the last call (all
- * that are not in use when `all`); timer.c calls it about once a second while there
- * are any, and with `all` once the layer has gone quiet. Returns true when the pools
- * still hold parts not in use. */
+ * that are not in use when `all`, and then the current frame arena too); timer.c
+ * calls it about once a second while there are any, and with `all` once the layer
+ * has gone quiet. Returns true when the pools still hold parts not in use. */
 bool ws_out_trim_pools(ws_server *s, bool all);
 
 /* ---- flow.c: pausing reads while the layer is congested ---------------------- */
@@ -322,6 +349,18 @@ void ws_flow_forget(ws_conn *c);
 void ws_flow_free(ws_server *s);
 
 /* ---- timer.c: deadlines --------------------------------------------------------- */
+/* A deadline is ticks of WS_TICK_MS after the server's tick_epoch, in 30 bits
+ * (WS_TICK_NEVER: none); the epoch moves on every WS_REBASE_TICKS ticks (24.8 days),
+ * so the longest timeout (UINT32_MAX - 1 ms) still fits. */
+#define WS_TICK_MS 8u
+#define WS_TICK_NEVER ((1u << 30) - 1)
+#define WS_REBASE_TICKS (1u << 28)
+/* Starts the clock of the deadlines (server start). */
+void ws_timer_init(ws_server *s);
+/* c's deadline in uv_now time (UINT64_MAX: none). */
+uint64_t ws_timer_deadline(const ws_conn *c);
+/* Moves the deadlines' epoch on when `now` is 99 days past it (the timer does it). */
+void ws_timer_rebase(ws_server *s, uint64_t now);
 /* Moves c to the end of list `which` with deadline now + ms (CCH_WS_NO_TIMEOUT:
  * never). WS_TL_NONE removes it from its list. */
 void ws_timer_set(ws_conn *c, int which, uint32_t ms);

@@ -106,6 +106,36 @@ class Handshake(unittest.TestCase):
         self.assertEqual(status, 101)
         s.close()
 
+    def test_concurrent_heads_large_and_many_headers(self):
+        # Request states: the server's spare, then pool objects for heads that are
+        # unfinished at the same time; a head beyond the inline room (3 KiB) and with
+        # more headers than fit inline (40), both grown onto the heap, with frames right
+        # behind the head; then all of them given back and taken again.
+        for _round in range(2):
+            socks = []
+            for i in range(40):
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=w.TIMEOUT)
+                extra = ["X-H%d: v%d" % (j, j) for j in range(40)] if i % 3 == 0 else []
+                if i % 4 == 1:
+                    extra.append("X-Big: " + "b" * 3000)
+                raw = w.upgrade_request("/ws/echo/", extra=extra)
+                if i % 2 == 0:
+                    raw += w.frame(w.OP_TEXT, b"early %d" % i)
+                s.sendall(raw[:len(raw) // 3])
+                socks.append((s, raw))
+            time.sleep(0.05)
+            for s, raw in socks:
+                s.sendall(raw[len(raw) // 3:])
+            for i, (s, raw) in enumerate(socks):
+                status, headers, rest = w.read_http_head(s)
+                self.assertEqual(status, 101)
+                ws = w.WS(s, status, headers, rest)
+                if i % 2 == 0:
+                    self.assertEqual(ws.recv_message(), (w.OP_TEXT, b"early %d" % i))
+                ws.send_text("late %d" % i)
+                self.assertEqual(ws.recv_message(), (w.OP_TEXT, b"late %d" % i))
+                ws.close()
+
     # -- failures
     def test_400_missing_key(self):
         status, headers, body = self.status(w.upgrade_request("/ws/echo/", key=None))
