@@ -117,11 +117,11 @@ static void wait_sub(rl_layer *l, size_t n) {
 
 #define RL_LIST_MIN 8 /* shorter lists are checked name by name */
 
-/* Whether names[0..n) is a list remembered as all ours (lock held). */
-static bool list_known(const rl_layer *l, const char *const *names, const size_t *lens,
-                       size_t n) {
+/* The remembered list that names[0..n) is, all ours, or NULL (lock held). */
+static struct rl_list *list_known(rl_layer *l, const char *const *names, const size_t *lens,
+                                  size_t n) {
     for (size_t s = 0; s < sizeof l->lists / sizeof l->lists[0]; s++) {
-        const struct rl_list *c = &l->lists[s];
+        struct rl_list *c = &l->lists[s];
         if (c->n != n || c->gen != l->owned_gen || !c->data) continue;
         const unsigned char *p = (const unsigned char *)c->data;
         size_t i = 0;
@@ -129,18 +129,23 @@ static bool list_known(const rl_layer *l, const char *const *names, const size_t
             if (*p != lens[i] || memcmp(p + 1, names[i], lens[i]) != 0) break;
             p += 1 + lens[i];
         }
-        if (i == n) return true;
+        if (i == n) return c;
     }
-    return false;
+    return NULL;
 }
 
 /* Remembers names[0..n) (all ours, each at most CCH_NAME_MAX bytes) (lock held). */
-static void list_remember(rl_layer *l, const char *const *names, const size_t *lens, size_t n) {
+static struct rl_list *list_remember(rl_layer *l, const char *const *names,
+                                     const size_t *lens, size_t n) {
     size_t bytes = n;
     for (size_t i = 0; i < n; i++) bytes += lens[i];
     struct rl_list *c = &l->lists[l->list_next++ % (sizeof l->lists / sizeof l->lists[0])];
+    c->h.n = 0; /* its handles were another list's */
     char *p = cch__realloc(c->data, bytes);
-    if (!p) return;
+    if (!p) {
+        c->n = 0;
+        return NULL;
+    }
     c->data = p;
     c->n = n;
     c->gen = l->owned_gen;
@@ -149,58 +154,81 @@ static void list_remember(rl_layer *l, const char *const *names, const size_t *l
         memcpy(p, names[i], lens[i]);
         p += lens[i];
     }
+    return c;
 }
 
-/* Tries names[0..n) under the lock; the names whose channel is full are appended
- * to `full` (NUL-terminated; *nfull counts them). Returns false when out of memory
- * for that list (those names are then counted as dropped). */
+/* Delivers m to names[0..n) under the lock, all in one call to the in-memory layer;
+ * the names whose channel is full are appended to `full` (NUL-terminated; *nfull
+ * counts them). Returns false when out of memory for that list (those names are then
+ * counted as dropped). */
 static bool try_names(rl_layer *l, cch_msg *m, const char *const *names, const size_t *lens,
                       size_t n, rl_buf *full, size_t *nfull) {
     bool ok = true;
     uint64_t dropped = 0, refused = 0;
     char gone[CCH_NAME_BUF] = "";
+    const char *stack_ours[64];
+    size_t stack_lens[64];
+    int stack_rcs[64];
+    const char **ours = n <= 64 ? stack_ours : cch__malloc(n * sizeof *ours);
+    size_t *olens = n <= 64 ? stack_lens : cch__malloc(n * sizeof *olens);
+    int *rcs = n <= 64 ? stack_rcs : cch__malloc(n * sizeof *rcs);
+    if (!ours || !olens || !rcs) {
+        RL_COUNT(l, dropped, n);
+        ok = false;
+        goto out;
+    }
     pthread_mutex_lock(&l->lock);
     l->deferring = l->in_batch;
-    bool known = n >= RL_LIST_MIN && list_known(l, names, lens, n);
-    for (size_t i = 0; i < n; i++) {
-        char buf[CCH_NAME_BUF];
-        size_t len = lens[i];
-        if (len > CCH_NAME_MAX) {
-            dropped++;
-            continue;
+    struct rl_list *c = n >= RL_LIST_MIN ? list_known(l, names, lens, n) : NULL;
+    size_t k = 0; /* ours[0..k): the names still ours */
+    if (c) {
+        memcpy(ours, names, n * sizeof *ours);
+        memcpy(olens, lens, n * sizeof *olens);
+        k = n;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (lens[i] > CCH_NAME_MAX) {
+                dropped++;
+            } else if (!rl_owned_locked(l, names[i], lens[i])) {
+                dropped++;
+                memcpy(gone, names[i], lens[i]);
+                gone[lens[i]] = '\0';
+            } else {
+                ours[k] = names[i];
+                olens[k++] = lens[i];
+            }
         }
-        memcpy(buf, names[i], len);
-        buf[len] = '\0';
-        if (!known && !rl_owned_locked(l, buf, len)) {
-            dropped++;
-            memcpy(gone, buf, len + 1);
-            continue;
-        }
-        int rc = cch_layer_send(l->local, buf, m);
+        if (!dropped && n >= RL_LIST_MIN) c = list_remember(l, names, lens, n);
+    }
+    cch__memory_send_many(l->local, m, ours, olens, k, c ? &c->h : NULL, rcs);
+    for (size_t i = 0; i < k; i++) {
         rl_name *lossy = NULL;
-        if (l->lossy) HASH_FIND(hh, l->lossy, buf, len, lossy);
-        if (rc == CCH_ECHANFULL && !lossy) {
-            if (rl_buf_put(full, buf, len + 1)) {
+        if (l->lossy) HASH_FIND(hh, l->lossy, ours[i], olens[i], lossy);
+        if (rcs[i] == CCH_ECHANFULL && !lossy) {
+            if (rl_buf_put(full, ours[i], olens[i]) && rl_buf_putc(full, '\0')) {
                 (*nfull)++;
                 refused++;
             } else {
                 ok = false;
                 dropped++;
             }
-        } else if (rc < 0 && rc != CCH_ECHANFULL) { /* full: counted by the in-memory layer */
+        } else if (rcs[i] < 0 && rcs[i] != CCH_ECHANFULL) { /* full: counted by the in-memory layer */
             dropped++;
-        } else if (lossy) { /* it takes messages again: wait for it again */
+        } else if (lossy && rcs[i] == 0) { /* it takes messages again: wait for it again */
             HASH_DELETE(hh, l->lossy, lossy);
             cch__free(lossy);
         }
     }
-    if (!known && !dropped && n >= RL_LIST_MIN && ok) list_remember(l, names, lens, n);
     l->st.dropped += dropped;
     l->st.refused += refused;
     l->deferring = false;
     pthread_mutex_unlock(&l->lock);
     if (gone[0])
         cch_layer_log(&l->base, CCH_LOG_DEBUG, "redis: message for %s, which is gone", gone);
+out:
+    if (ours != stack_ours) cch__free(ours);
+    if (olens != stack_lens) cch__free(olens);
+    if (rcs != stack_rcs) cch__free(rcs);
     return ok;
 }
 
