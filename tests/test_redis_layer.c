@@ -343,6 +343,39 @@ static void test_group_send_two_instances(void **state) {
     assert_int_equal(fx_collect(&wa, d, 2, FX_WAIT_MS), 2);
     fx_drop(d, 2);
 
+    /* group_sends in a row (one ZRANGE serves them, bucketed once per left-out member):
+     * each leaves out its own */
+    const char *excl[5] = {NULL, ca[0], ca[0], cb[0], NULL};
+    cch_msg *ms[5];
+    for (int k = 0; k < 5; k++) {
+        char body[32];
+        snprintf(body, sizeof body, "{\"k\":%d}", k);
+        ms[k] = msg("chat_message", body);
+        assert_int_equal(cch_layer_group_send(a, "room", ms[k], excl[k], NULL), 0);
+    }
+    synced(a);
+    cch_delivery dd[16];
+    /* A: ca[0] (ud 1) gets 0, 3, 4; ca[1] all five. B: cb[0] (ud 1) 0, 1, 2, 4; cb[1] five */
+    static const int want_a[2][5] = {{1, 0, 0, 1, 1}, {1, 1, 1, 1, 1}};
+    static const int want_b[2][5] = {{1, 1, 1, 0, 1}, {1, 1, 1, 1, 1}};
+    for (int side = 0; side < 2; side++) {
+        fx_recv *w = side ? &wb : &wa;
+        int n = side ? 9 : 8, got[2][5] = {{0}};
+        assert_int_equal(fx_collect(w, dd, n, FX_WAIT_MS), n);
+        for (int i = 0; i < n; i++) {
+            int k = -1;
+            for (int j = 0; j < 5; j++)
+                if (dd[i].msg == ms[j] || !strcmp(cch_msg_body(dd[i].msg), cch_msg_body(ms[j])))
+                    k = j;
+            assert_true(k >= 0);
+            got[(intptr_t)dd[i].channel_ud - 1][k]++;
+        }
+        fx_drop(dd, (size_t)n);
+        assert_memory_equal(got, side ? want_b : want_a, sizeof got);
+        assert_int_equal(cch_layer_poll(side ? b : a, w->r, dd, 16), 0);
+    }
+    for (int k = 0; k < 5; k++) cch_msg_unref(ms[k]);
+
     redisFree(c);
     cch_msg_unref(m);
     fx_recv_free(&wa);
