@@ -488,6 +488,46 @@ static void test_group_send_backpressure(void **state) {
     cch_layer_unref(b);
 }
 
+/* A channel of ours full for longer than RL_FULL_PATIENCE_MS is given up on: while it
+ * stays full, what does not fit is dropped at once (counted in `full`), and
+ * deliveries to the other members do not wait behind it any more. */
+static void test_full_channel_given_up(void **state) {
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    flushall(1);
+    cch_redis_layer_options o = {.capacity = 2};
+    cch_layer *a = layer_on(1, &o);
+    fx_recv w;
+    fx_recv_init(&w, a);
+    char stuck[CCH_NAME_BUF], live[CCH_NAME_BUF];
+    assert_int_equal(cch_layer_new_channel(a, NULL, NULL, NULL, stuck, CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_new_channel(a, NULL, w.r, NULL, live, CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_group_add(a, "gu", stuck), 0);
+    assert_int_equal(cch_layer_group_add(a, "gu", live), 0);
+    synced(a);
+    cch_msg *m = msg("t", "{}");
+    cch_delivery d[4];
+    for (int i = 0; i < 3; i++) { /* the third waits for room in `stuck`, then is dropped */
+        assert_int_equal(cch_layer_group_send(a, "gu", m, NULL, NULL), 0);
+        assert_int_equal(fx_collect(&w, d, 1, FX_WAIT_MS), 1);
+        fx_drop(d, 1);
+    }
+    struct timespec ts = {2, 300000000}; /* past RL_FULL_PATIENCE_MS */
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 3; i++) /* `stuck` still full: `live` gets each of them at once */
+        assert_int_equal(cch_layer_group_send(a, "gu", m, NULL, NULL), 0);
+    assert_int_equal(fx_collect(&w, d, 3, 500), 3);
+    fx_drop(d, 3);
+    synced(a);
+    cch_layer_stats st;
+    cch_layer_stats_get(a, &st);
+    assert_int_equal(st.full, 1 + 3);
+    assert_int_equal(st.dropped, 0);
+    cch_msg_unref(m);
+    fx_recv_free(&w);
+    cch_layer_unref(a);
+}
+
 /* ---- expiry and group_expiry ------------------------------------------------------------------------- */
 
 static void test_expiry(void **state) {
@@ -854,6 +894,7 @@ int main(void) {
         cmocka_unit_test(test_group_send_two_instances),
         cmocka_unit_test(test_capacity),
         cmocka_unit_test(test_group_send_backpressure),
+        cmocka_unit_test(test_full_channel_given_up),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_pubsub),
