@@ -1138,6 +1138,62 @@ static void test_group_wakeups(void **state) {
     cch_msg_unref(m);
 }
 
+/* cch__memory_send_many: one message to many names in one call, per-name results,
+ * one wakeup per receiver, and channel handles cached until a channel is freed. */
+static void test_send_many(void **state) {
+    (void)state;
+    cch_layer *l = new_layer(2, 0, 0);
+    enum { NR = 40 }; /* more receivers than the layer's on-stack wake list */
+    waker w[NR];
+    cch_receiver *r[NR];
+    char names[NR + 1][CCH_NAME_BUF];
+    const char *np[NR + 1];
+    size_t lens[NR + 1];
+    int rcs[NR + 1], uds[NR];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < NR; i++) {
+        r[i] = cch_layer_receiver_new(l, wake_fn, &w[i]);
+        chan(l, r[i], &uds[i], names[i]);
+    }
+    snprintf(names[NR], CCH_NAME_BUF, "plain");           /* made on first send */
+    for (int i = 0; i <= NR; i++) {
+        np[i] = names[i];
+        lens[i] = strlen(names[i]);
+    }
+    cch__mem_handles h = {0};
+    cch_msg *m = msg("t");
+    assert_int_equal(cch_layer_send(l, names[3], m), 0);    /* names[3]: one left */
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(cch__memory_send_many(l, m, np, lens, NR + 1, &h, rcs), 0);
+        assert_int_equal(h.n, NR + 1); /* resolved once, then used */
+        for (int i = 0; i <= NR; i++)
+            assert_int_equal(rcs[i], round < (i == 3 ? 1 : 2) ? 0 : CCH_ECHANFULL);
+        for (int i = 0; i < NR; i++) assert_int_equal(atomic_load(&w[i].calls), 1);
+    }
+    cch_layer_stats s = stats(l);
+    assert_int_equal(s.sent, 1 + 2 * (NR + 1) - 1);
+    assert_int_equal(s.full, NR + 1 + 1);
+    /* drain and release names[0]: its channel is freed, so the handles are stale */
+    cch_delivery d[4];
+    assert_int_equal(cch_layer_poll(l, r[0], d, 4), 2);
+    for (int k = 0; k < 2; k++) cch_msg_unref(d[k].msg);
+    assert_int_equal(cch_layer_release_channel(l, names[0]), 0);
+    assert_int_equal(cch__memory_send_many(l, m, np, lens, NR + 1, &h, rcs), 0);
+    assert_int_equal(rcs[0], 0); /* looked up again: a new, unbound channel */
+    assert_int_equal(rcs[1], CCH_ECHANFULL);
+    expect_receive(l, names[0], m);
+    expect_empty(l, names[0]);
+    cch__mem_handles_free(&h);
+    assert_null(h.ch);
+    for (int i = 0; i < NR; i++) {
+        if (i) assert_int_equal(cch_layer_release_channel(l, names[i]), 0);
+        cch_layer_receiver_free(l, r[i]);
+    }
+    cch_layer_unref(l);
+    assert_int_equal(cch__msg_refs(m), 1);
+    cch_msg_unref(m);
+}
+
 /* Random group operations checked against a simple model: exercises the dense arrays,
  * swap-remove and the per-channel membership indexes. */
 static void test_group_model(void **state) {
@@ -1860,6 +1916,7 @@ int main(void) {
         cmocka_unit_test(test_group_expiry),
         cmocka_unit_test(test_group_wakeups),
         cmocka_unit_test(test_group_model),
+        cmocka_unit_test(test_send_many),
         cmocka_unit_test(test_sweep_unread_channels),
         cmocka_unit_test(test_ring_pool),
         cmocka_unit_test(test_ring_slabs_storm),

@@ -343,6 +343,39 @@ static void test_group_send_two_instances(void **state) {
     assert_int_equal(fx_collect(&wa, d, 2, FX_WAIT_MS), 2);
     fx_drop(d, 2);
 
+    /* group_sends in a row (one ZRANGE serves them, bucketed once per left-out member):
+     * each leaves out its own */
+    const char *excl[5] = {NULL, ca[0], ca[0], cb[0], NULL};
+    cch_msg *ms[5];
+    for (int k = 0; k < 5; k++) {
+        char body[32];
+        snprintf(body, sizeof body, "{\"k\":%d}", k);
+        ms[k] = msg("chat_message", body);
+        assert_int_equal(cch_layer_group_send(a, "room", ms[k], excl[k], NULL), 0);
+    }
+    synced(a);
+    cch_delivery dd[16];
+    /* A: ca[0] (ud 1) gets 0, 3, 4; ca[1] all five. B: cb[0] (ud 1) 0, 1, 2, 4; cb[1] five */
+    static const int want_a[2][5] = {{1, 0, 0, 1, 1}, {1, 1, 1, 1, 1}};
+    static const int want_b[2][5] = {{1, 1, 1, 0, 1}, {1, 1, 1, 1, 1}};
+    for (int side = 0; side < 2; side++) {
+        fx_recv *w = side ? &wb : &wa;
+        int n = side ? 9 : 8, got[2][5] = {{0}};
+        assert_int_equal(fx_collect(w, dd, n, FX_WAIT_MS), n);
+        for (int i = 0; i < n; i++) {
+            int k = -1;
+            for (int j = 0; j < 5; j++)
+                if (dd[i].msg == ms[j] || !strcmp(cch_msg_body(dd[i].msg), cch_msg_body(ms[j])))
+                    k = j;
+            assert_true(k >= 0);
+            got[(intptr_t)dd[i].channel_ud - 1][k]++;
+        }
+        fx_drop(dd, (size_t)n);
+        assert_memory_equal(got, side ? want_b : want_a, sizeof got);
+        assert_int_equal(cch_layer_poll(side ? b : a, w->r, dd, 16), 0);
+    }
+    for (int k = 0; k < 5; k++) cch_msg_unref(ms[k]);
+
     redisFree(c);
     cch_msg_unref(m);
     fx_recv_free(&wa);
@@ -481,6 +514,46 @@ static void test_group_send_backpressure(void **state) {
     fx_recv_free(&w[1]);
     cch_layer_unref(a);
     cch_layer_unref(b);
+}
+
+/* A channel of ours full for longer than RL_FULL_PATIENCE_MS is given up on: while it
+ * stays full, what does not fit is dropped at once (counted in `full`), and
+ * deliveries to the other members do not wait behind it any more. */
+static void test_full_channel_given_up(void **state) {
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    flushall(1);
+    cch_redis_layer_options o = {.capacity = 2};
+    cch_layer *a = layer_on(1, &o);
+    fx_recv w;
+    fx_recv_init(&w, a);
+    char stuck[CCH_NAME_BUF], live[CCH_NAME_BUF];
+    assert_int_equal(cch_layer_new_channel(a, NULL, NULL, NULL, stuck, CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_new_channel(a, NULL, w.r, NULL, live, CCH_NAME_BUF), 0);
+    assert_int_equal(cch_layer_group_add(a, "gu", stuck), 0);
+    assert_int_equal(cch_layer_group_add(a, "gu", live), 0);
+    synced(a);
+    cch_msg *m = msg("t", "{}");
+    cch_delivery d[4];
+    for (int i = 0; i < 3; i++) { /* the third waits for room in `stuck`, then is dropped */
+        assert_int_equal(cch_layer_group_send(a, "gu", m, NULL, NULL), 0);
+        assert_int_equal(fx_collect(&w, d, 1, FX_WAIT_MS), 1);
+        fx_drop(d, 1);
+    }
+    struct timespec ts = {2, 300000000}; /* past RL_FULL_PATIENCE_MS */
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 3; i++) /* `stuck` still full: `live` gets each of them at once */
+        assert_int_equal(cch_layer_group_send(a, "gu", m, NULL, NULL), 0);
+    assert_int_equal(fx_collect(&w, d, 3, 500), 3);
+    fx_drop(d, 3);
+    synced(a);
+    cch_layer_stats st;
+    cch_layer_stats_get(a, &st);
+    assert_int_equal(st.full, 1 + 3);
+    assert_int_equal(st.dropped, 0);
+    cch_msg_unref(m);
+    fx_recv_free(&w);
+    cch_layer_unref(a);
 }
 
 /* ---- expiry and group_expiry ------------------------------------------------------------------------- */
@@ -850,6 +923,7 @@ int main(void) {
         cmocka_unit_test(test_capacity),
         cmocka_unit_test(test_congested_follows_local_channels),
         cmocka_unit_test(test_group_send_backpressure),
+        cmocka_unit_test(test_full_channel_given_up),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_pubsub),

@@ -158,6 +158,7 @@ typedef struct mem_layer {
      * slabs mapped apart from the heap (slab.h) */
     cch__slab_pool pool[RING_POOL_CLASSES];
     uint64_t pool_trim_at, pool_idle_at; /* trims: the next timed one, the next idle one */
+    uint64_t freed; /* channels freed so far: cached handles (send_many) hold while it stays */
 } mem_layer;
 
 typedef struct wake {
@@ -362,6 +363,7 @@ static mem_channel *chan_create(mem_layer *l, const char *name, size_t len) {
 /* Frees ch when nothing keeps it: not owned, no message, no membership. */
 static void chan_maybe_free(mem_layer *l, mem_channel *ch) {
     if (ch->owned || ch->count || ch->n_mships) return;
+    l->freed++;
     HASH_DELETE(hh, l->channels, ch);
     list_remove(l, ch);
     ring_drop(l, ch);
@@ -980,6 +982,91 @@ static void mem_destroy(cch_layer *base) {
     pthread_mutex_destroy(&l->lock);
     cch__free(l);
     cch__msg_free_list(fl);
+}
+
+/* ---- one message to many channels (memory_internal.h) ------------------------------- */
+
+/* Queues m on ch (lock held): 0, CCH_ECHANFULL or CCH_ENOMEM; true in *wake when
+ * ch's receiver is to be woken. The caller takes the message references. */
+static int many_push(mem_layer *l, mem_channel *ch, cch_msg *m, uint64_t now, uint64_t exp,
+                     cch_msg **fl, bool *wake) {
+    if (ch->count >= l->capacity) {
+        chan_purge(l, ch, now, fl);
+        if (ch->count >= l->capacity) return CCH_ECHANFULL;
+    }
+    if (ch->count == ch->size && ring_grow(l, ch) != 0) return CCH_ENOMEM;
+    ch->ring[(ch->head + ch->count) & (ch->size - 1)] = (mem_entry){m, exp};
+    ch->count++;
+    *wake = ch->recv && !ch->in_ready && ready_push(ch->recv, ch) && ch->recv->wakeup;
+    return 0;
+}
+
+int cch__memory_send_many(cch_layer *base, const cch_msg *m, const char *const *names,
+                          const size_t *lens, size_t n, cch__mem_handles *cache, int *rcs) {
+    mem_layer *l = ML(base);
+    cch_msg *fl = NULL;
+    wake stack_wakes[WAKE_STACK], *wakes = stack_wakes;
+    size_t nwake = 0, added = 0, full = 0, oom = 0;
+    pthread_mutex_lock(&l->lock);
+    if (l->n_receivers > WAKE_STACK &&
+        !(wakes = cch__malloc(l->n_receivers * sizeof *wakes))) {
+        pthread_mutex_unlock(&l->lock);
+        for (size_t i = 0; i < n; i++) rcs[i] = CCH_ENOMEM;
+        return CCH_ENOMEM;
+    }
+    uint64_t now = l->clock(l->clock_ud);
+    sweep(l, now, &fl);
+    const uint64_t freed = l->freed, exp = add_sat(now, l->expiry_ms);
+    bool cached = cache && cache->n == n && cache->gen == freed;
+    if (cache && !cached) { /* resolve the names into it */
+        cache->n = 0;
+        if (cache->cap < n) {
+            void **nc = cch__realloc(cache->ch, n * sizeof *nc);
+            if (nc) {
+                cache->ch = nc;
+                cache->cap = n;
+            } else {
+                cache = NULL;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        mem_channel *ch = cached ? cache->ch[i] : chan_find(l, names[i], lens[i]);
+        if (!ch && !(ch = chan_create(l, names[i], lens[i]))) {
+            rcs[i] = CCH_ENOMEM;
+            oom++;
+            continue;
+        }
+        if (cache && !cached) cache->ch[i] = ch;
+        bool woke = false;
+        int rc = rcs[i] = many_push(l, ch, (cch_msg *)m, now, exp, &fl, &woke);
+        if (rc == CCH_ECHANFULL) {
+            full++;
+        } else if (rc < 0) {
+            oom++;
+            chan_maybe_free(l, ch); /* one this call made */
+        } else {
+            added++;
+            if (woke) wakes[nwake++] = (wake){ch->recv->wakeup, ch->recv->ud};
+        }
+    }
+    if (cache && !cached && !oom && l->freed == freed) { /* every handle still good */
+        cache->n = n;
+        cache->gen = freed;
+    }
+    cch__msg_ref_n(m, added); /* before unlocking: pollers may drop theirs at once */
+    l->st.sent += added;
+    l->st.full += full; /* those out of memory are the caller's to count, as with send */
+    pthread_mutex_unlock(&l->lock);
+    for (size_t i = 0; i < nwake; i++) wakes[i].fn(wakes[i].ud);
+    if (wakes != stack_wakes) cch__free(wakes);
+    cch__msg_free_list(fl);
+    return oom ? CCH_ENOMEM : 0;
+}
+
+void cch__mem_handles_free(cch__mem_handles *c) {
+    cch__free(c->ch);
+    *c = (cch__mem_handles){0};
 }
 
 static const cch_layer_ops mem_ops = {

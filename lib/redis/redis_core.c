@@ -117,11 +117,11 @@ static void wait_sub(rl_layer *l, size_t n) {
 
 #define RL_LIST_MIN 8 /* shorter lists are checked name by name */
 
-/* Whether names[0..n) is a list remembered as all ours (lock held). */
-static bool list_known(const rl_layer *l, const char *const *names, const size_t *lens,
-                       size_t n) {
+/* The remembered list that names[0..n) is, all ours, or NULL (lock held). */
+static struct rl_list *list_known(rl_layer *l, const char *const *names, const size_t *lens,
+                                  size_t n) {
     for (size_t s = 0; s < sizeof l->lists / sizeof l->lists[0]; s++) {
-        const struct rl_list *c = &l->lists[s];
+        struct rl_list *c = &l->lists[s];
         if (c->n != n || c->gen != l->owned_gen || !c->data) continue;
         const unsigned char *p = (const unsigned char *)c->data;
         size_t i = 0;
@@ -129,18 +129,23 @@ static bool list_known(const rl_layer *l, const char *const *names, const size_t
             if (*p != lens[i] || memcmp(p + 1, names[i], lens[i]) != 0) break;
             p += 1 + lens[i];
         }
-        if (i == n) return true;
+        if (i == n) return c;
     }
-    return false;
+    return NULL;
 }
 
 /* Remembers names[0..n) (all ours, each at most CCH_NAME_MAX bytes) (lock held). */
-static void list_remember(rl_layer *l, const char *const *names, const size_t *lens, size_t n) {
+static struct rl_list *list_remember(rl_layer *l, const char *const *names,
+                                     const size_t *lens, size_t n) {
     size_t bytes = n;
     for (size_t i = 0; i < n; i++) bytes += lens[i];
     struct rl_list *c = &l->lists[l->list_next++ % (sizeof l->lists / sizeof l->lists[0])];
+    c->h.n = 0; /* its handles were another list's */
     char *p = cch__realloc(c->data, bytes);
-    if (!p) return;
+    if (!p) {
+        c->n = 0;
+        return NULL;
+    }
     c->data = p;
     c->n = n;
     c->gen = l->owned_gen;
@@ -149,58 +154,81 @@ static void list_remember(rl_layer *l, const char *const *names, const size_t *l
         memcpy(p, names[i], lens[i]);
         p += lens[i];
     }
+    return c;
 }
 
-/* Tries names[0..n) under the lock; the names whose channel is full are appended
- * to `full` (NUL-terminated; *nfull counts them). Returns false when out of memory
- * for that list (those names are then counted as dropped). */
+/* Delivers m to names[0..n) under the lock, all in one call to the in-memory layer;
+ * the names whose channel is full are appended to `full` (NUL-terminated; *nfull
+ * counts them). Returns false when out of memory for that list (those names are then
+ * counted as dropped). */
 static bool try_names(rl_layer *l, cch_msg *m, const char *const *names, const size_t *lens,
                       size_t n, rl_buf *full, size_t *nfull) {
     bool ok = true;
     uint64_t dropped = 0, refused = 0;
     char gone[CCH_NAME_BUF] = "";
+    const char *stack_ours[64];
+    size_t stack_lens[64];
+    int stack_rcs[64];
+    const char **ours = n <= 64 ? stack_ours : cch__malloc(n * sizeof *ours);
+    size_t *olens = n <= 64 ? stack_lens : cch__malloc(n * sizeof *olens);
+    int *rcs = n <= 64 ? stack_rcs : cch__malloc(n * sizeof *rcs);
+    if (!ours || !olens || !rcs) {
+        RL_COUNT(l, dropped, n);
+        ok = false;
+        goto out;
+    }
     pthread_mutex_lock(&l->lock);
     l->deferring = l->in_batch;
-    bool known = n >= RL_LIST_MIN && list_known(l, names, lens, n);
-    for (size_t i = 0; i < n; i++) {
-        char buf[CCH_NAME_BUF];
-        size_t len = lens[i];
-        if (len > CCH_NAME_MAX) {
-            dropped++;
-            continue;
+    struct rl_list *c = n >= RL_LIST_MIN ? list_known(l, names, lens, n) : NULL;
+    size_t k = 0; /* ours[0..k): the names still ours */
+    if (c) {
+        memcpy(ours, names, n * sizeof *ours);
+        memcpy(olens, lens, n * sizeof *olens);
+        k = n;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (lens[i] > CCH_NAME_MAX) {
+                dropped++;
+            } else if (!rl_owned_locked(l, names[i], lens[i])) {
+                dropped++;
+                memcpy(gone, names[i], lens[i]);
+                gone[lens[i]] = '\0';
+            } else {
+                ours[k] = names[i];
+                olens[k++] = lens[i];
+            }
         }
-        memcpy(buf, names[i], len);
-        buf[len] = '\0';
-        if (!known && !rl_owned_locked(l, buf, len)) {
-            dropped++;
-            memcpy(gone, buf, len + 1);
-            continue;
-        }
-        int rc = cch_layer_send(l->local, buf, m);
+        if (!dropped && n >= RL_LIST_MIN) c = list_remember(l, names, lens, n);
+    }
+    cch__memory_send_many(l->local, m, ours, olens, k, c ? &c->h : NULL, rcs);
+    for (size_t i = 0; i < k; i++) {
         rl_name *lossy = NULL;
-        if (l->lossy) HASH_FIND(hh, l->lossy, buf, len, lossy);
-        if (rc == CCH_ECHANFULL && !lossy) {
-            if (rl_buf_put(full, buf, len + 1)) {
+        if (l->lossy) HASH_FIND(hh, l->lossy, ours[i], olens[i], lossy);
+        if (rcs[i] == CCH_ECHANFULL && !lossy) {
+            if (rl_buf_put(full, ours[i], olens[i]) && rl_buf_putc(full, '\0')) {
                 (*nfull)++;
                 refused++;
             } else {
                 ok = false;
                 dropped++;
             }
-        } else if (rc < 0 && rc != CCH_ECHANFULL) { /* full: counted by the in-memory layer */
+        } else if (rcs[i] < 0 && rcs[i] != CCH_ECHANFULL) { /* full: counted by the in-memory layer */
             dropped++;
-        } else if (lossy) { /* it takes messages again: wait for it again */
+        } else if (lossy && rcs[i] == 0) { /* it takes messages again: wait for it again */
             HASH_DELETE(hh, l->lossy, lossy);
             cch__free(lossy);
         }
     }
-    if (!known && !dropped && n >= RL_LIST_MIN && ok) list_remember(l, names, lens, n);
     l->st.dropped += dropped;
     l->st.refused += refused;
     l->deferring = false;
     pthread_mutex_unlock(&l->lock);
     if (gone[0])
         cch_layer_log(&l->base, CCH_LOG_DEBUG, "redis: message for %s, which is gone", gone);
+out:
+    if (ours != stack_ours) cch__free(ours);
+    if (olens != stack_lens) cch__free(olens);
+    if (rcs != stack_rcs) cch__free(rcs);
     return ok;
 }
 
@@ -917,16 +945,32 @@ void rl_core_cleanup(rl_layer *l) {
     local_run(l); /* stopping: releases them without delivering */
 }
 
-/* Phase 2 of a group_send: the members are known. */
+/* Phase 2 of a group_send: the members are known. They are bucketed by queue key once
+ * per ZRANGE reply (a fanout plan), which the consecutive group_sends it answered
+ * share (fanout_emit). */
 typedef struct bucket {
     const char *nl;         /* non-local name of the first member */
     size_t nl_len;
     uint32_t shard;
     size_t n;               /* members */
-    size_t first;           /* where its members start in the grouped list */
+    size_t first;           /* where its members start in cn / cl */
     size_t cap;
     bool ours;
 } bucket;
+
+typedef struct fanout_plan {
+    char *exclude;          /* the member left out (a copy; NULL: none) */
+    size_t nm;              /* members in the reply (not left out, valid) */
+    bucket *bk;
+    size_t nb;
+    const char **cn;        /* the members, bucket after bucket */
+    size_t *cl;
+    const char **on;        /* our members, in the reply's order */
+    size_t *ol;
+    size_t n_ours, ours_bytes;
+    bool failed;            /* out of memory: every member dropped */
+    bool shared;            /* may serve other group_sends leaving out `exclude` */
+} fanout_plan;
 
 static uint32_t name_hash(const char *s, size_t n) {
     uint32_t h = 2166136261u;
@@ -934,127 +978,150 @@ static uint32_t name_hash(const char *s, size_t n) {
     return h;
 }
 
-static void group_fanout(rl_layer *l, rl_op *op, const redisReply *reply) {
-    size_t nm = reply->elements;
-    size_t xlen = op->exclude ? strlen(op->exclude) : 0;
+static void plan_free(fanout_plan *p) {
+    cch__free(p->exclude);
+    cch__free(p->bk);
+    cch__free(p->cn);
+    cch__free(p->cl);
+    cch__free(p->on);
+    cch__free(p->ol);
+    *p = (fanout_plan){0};
+}
+
+/* Buckets the members of `reply` but `exclude` by queue key (the non-local name),
+ * with a hash table. */
+static void plan_make(rl_layer *l, fanout_plan *p, const redisReply *reply,
+                      const char *exclude) {
+    size_t nm = reply->elements, one = nm ? nm : 1;
+    size_t xlen = exclude ? strlen(exclude) : 0;
     size_t slots = 16;
     while (slots < 2 * nm) slots *= 2;
-    const char **names = cch__malloc((nm ? nm : 1) * sizeof *names);
-    size_t *lens = cch__malloc((nm ? nm : 1) * sizeof *lens);
-    bucket *bk = cch__malloc((nm ? nm : 1) * sizeof *bk);
-    size_t *bucket_of = cch__malloc((nm ? nm : 1) * sizeof *bucket_of);
-    size_t *table = cch__malloc(slots * sizeof *table); /* bucket + 1, 0: empty */
-    if (!names || !lens || !bk || !bucket_of || !table) {
-        RL_COUNT(l, dropped, nm);
-        RL_COUNT(l, errors, 1);
+    *p = (fanout_plan){.exclude = exclude ? cch__strndup(exclude, xlen) : NULL};
+    p->shared = !exclude || p->exclude;
+    const char **names = cch__malloc(one * sizeof *names);
+    size_t *lens = cch__malloc(one * sizeof *lens);
+    size_t *bucket_of = cch__malloc(one * sizeof *bucket_of);
+    size_t *table = cch__calloc(slots, sizeof *table); /* bucket + 1, 0: empty */
+    p->bk = cch__malloc(one * sizeof *p->bk);
+    p->cn = cch__malloc(one * sizeof *p->cn);
+    p->cl = cch__malloc(one * sizeof *p->cl);
+    p->on = cch__malloc(one * sizeof *p->on);
+    p->ol = cch__malloc(one * sizeof *p->ol);
+    if (!names || !lens || !bucket_of || !table || !p->bk || !p->cn || !p->cl || !p->on ||
+        !p->ol) {
+        p->failed = true;
+        p->nm = nm;
         goto out;
     }
-    memset(table, 0, slots * sizeof *table);
-    /* Bucket the members by queue key (the non-local name), with a hash table. */
     size_t nb = 0, nn = 0;
     for (size_t i = 0; i < nm; i++) {
         const redisReply *e = reply->element[i];
         if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > CCH_NAME_MAX) continue;
-        if (xlen && e->len == xlen && !memcmp(e->str, op->exclude, xlen)) continue;
+        if (xlen && e->len == xlen && !memcmp(e->str, exclude, xlen)) continue;
         names[nn] = e->str;
         lens[nn] = e->len;
         size_t nl = rl_nonlocal_len(e->str, e->len);
         size_t h = name_hash(e->str, nl) & (slots - 1), b;
         while ((b = table[h]) &&
-               !(bk[b - 1].nl_len == nl && !memcmp(bk[b - 1].nl, e->str, nl)))
+               !(p->bk[b - 1].nl_len == nl && !memcmp(p->bk[b - 1].nl, e->str, nl)))
             h = (h + 1) & (slots - 1);
         if (!b) {
             char first[CCH_NAME_BUF];
             memcpy(first, e->str, e->len);
             first[e->len] = '\0';
-            bk[nb] = (bucket){e->str, nl, rl_hash(e->str, nl, l->n_shards), 0, 0,
-                              rl_capacity_for(l, first), false};
+            p->bk[nb] = (bucket){e->str, nl, rl_hash(e->str, nl, l->n_shards), 0, 0,
+                                 rl_capacity_for(l, first), false};
             table[h] = b = ++nb;
         }
-        bk[b - 1].n++;
+        p->bk[b - 1].n++;
         bucket_of[nn++] = b - 1;
     }
+    p->nm = nn;
+    p->nb = nb;
     /* Is a bucket ours? Then its members are served in-process, not via Redis. */
-    size_t n_ours = 0, ours_bytes = 0;
     pthread_mutex_lock(&l->lock);
     for (size_t b = 0; b < nb; b++) {
         rl_name *q;
-        HASH_FIND(hh, l->qkeys, bk[b].nl, bk[b].nl_len, q);
-        bk[b].ours = q != NULL;
+        HASH_FIND(hh, l->qkeys, p->bk[b].nl, p->bk[b].nl_len, q);
+        p->bk[b].ours = q != NULL;
     }
     pthread_mutex_unlock(&l->lock);
-    /* One entry per other queue key: the message with the list of its members, which
-     * cn / cl hold bucket after bucket (bucket b's from bk[b].first), in their order. */
-    const char **cn = cch__malloc((nn ? nn : 1) * sizeof *cn);
-    size_t *cl = cch__malloc((nn ? nn : 1) * sizeof *cl);
+    for (size_t b = 0, pos = 0; b < nb; b++) {
+        p->bk[b].first = pos;
+        pos += p->bk[b].n;
+        p->bk[b].n = 0;
+    }
+    for (size_t i = 0; i < nn; i++) {
+        bucket *b = &p->bk[bucket_of[i]];
+        p->cn[b->first + b->n] = names[i];
+        p->cl[b->first + b->n++] = lens[i];
+        if (b->ours) {
+            p->on[p->n_ours] = names[i];
+            p->ol[p->n_ours++] = lens[i];
+            p->ours_bytes += lens[i] + 1;
+        }
+    }
+out:
+    cch__free(names);
+    cch__free(lens);
+    cch__free(bucket_of);
+    cch__free(table);
+}
+
+/* One group_send along plan p: one entry per other queue key (the message with the
+ * list of its members), our own members served in-process. */
+static void fanout_emit(rl_layer *l, rl_op *op, const fanout_plan *p) {
+    if (p->failed) {
+        RL_COUNT(l, dropped, p->nm);
+        RL_COUNT(l, errors, 1);
+        return;
+    }
     bool *touched = cch__calloc(l->n_shards, sizeof *touched);
     bool full_key = false; /* one of the keys is full, or far behind */
-    if (!cn || !cl || !touched) {
-        RL_COUNT(l, dropped, nn);
+    if (!touched) {
+        RL_COUNT(l, dropped, p->nm);
         RL_COUNT(l, errors, 1);
-        nb = 0;
+        return;
     }
-    for (size_t b = 0, pos = 0; b < nb; b++) {
-        bk[b].first = pos;
-        pos += bk[b].n;
-        bk[b].n = 0;
-    }
-    for (size_t i = 0; nb && i < nn; i++) {
-        bucket *b = &bk[bucket_of[i]];
-        cn[b->first + b->n] = names[i];
-        cl[b->first + b->n++] = lens[i];
-    }
-    for (size_t b = 0; b < nb; b++) {
-        if (bk[b].ours) {
-            n_ours += bk[b].n;
-            continue;
-        }
+    for (size_t b = 0; b < p->nb; b++) {
+        const bucket *bk = &p->bk[b];
+        if (bk->ours) continue;
         char key[KEY_BUF];
-        size_t klen = queue_key(l, bk[b].nl, bk[b].nl_len, key);
+        size_t klen = queue_key(l, bk->nl, bk->nl_len, key);
         rl_buf eb = {0};
         static const char head[offsetof(rl_entry, data)]; /* room for the rl_entry */
         bool ok = rl_buf_put(&eb, head, sizeof head) &&
                   rl_encode(&eb, RL_RANDOM_PREFIX, cch_msg_type(op->msg), op->body,
-                            cn + bk[b].first, cl + bk[b].first, bk[b].n, true) &&
-                  outbox_add(&l->shards[bk[b].shard], key, klen, bk[b].cap, &eb, op,
-                             bk[b].n);
+                            p->cn + bk->first, p->cl + bk->first, bk->n, true) &&
+                  outbox_add(&l->shards[bk->shard], key, klen, bk->cap, &eb, op, bk->n);
         if (ok) {
-            touched[bk[b].shard] = true;
+            touched[bk->shard] = true;
             rl_outkey *k;
-            HASH_FIND(hh, l->shards[bk[b].shard].outkeys, key, klen, k);
+            HASH_FIND(hh, l->shards[bk->shard].outkeys, key, klen, k);
             if (k && (k->full_since || k->n > RL_PUSH_BATCH)) full_key = true;
         } else {
-            RL_COUNT(l, dropped, bk[b].n);
+            RL_COUNT(l, dropped, bk->n);
             RL_COUNT(l, errors, 1);
         }
         rl_buf_free(&eb);
     }
     /* Our own members: now, unless earlier group_sends' members still wait or one of
      * this one's keys is full: then after them and after its entries are in. */
-    if (n_ours && !(op->flags & RL_OPF_LOCAL_DONE)) {
+    if (p->n_ours && !(op->flags & RL_OPF_LOCAL_DONE)) {
         if (!l->local_head && !full_key) {
-            size_t m = 0; /* compact ours to the front of names / lens */
-            for (size_t i = 0; i < nn; i++)
-                if (bk[bucket_of[i]].ours) {
-                    names[m] = names[i];
-                    lens[m++] = lens[i];
-                }
-            rl_deliver_names(l, op->msg, names, lens, m);
+            rl_deliver_names(l, op->msg, p->on, p->ol, p->n_ours);
         } else {
-            for (size_t i = 0; i < nn; i++)
-                if (bk[bucket_of[i]].ours) ours_bytes += lens[i] + 1;
-            char *p = op->local_names = cch__malloc(ours_bytes);
-            if (!p) {
-                RL_COUNT(l, dropped, n_ours);
+            char *q = op->local_names = cch__malloc(p->ours_bytes);
+            if (!q) {
+                RL_COUNT(l, dropped, p->n_ours);
                 RL_COUNT(l, errors, 1);
             } else {
-                for (size_t i = 0; i < nn; i++)
-                    if (bk[bucket_of[i]].ours) {
-                        memcpy(p, names[i], lens[i]);
-                        p[lens[i]] = '\0';
-                        p += lens[i] + 1;
-                    }
-                op->n_local = n_ours;
+                for (size_t i = 0; i < p->n_ours; i++) {
+                    memcpy(q, p->on[i], p->ol[i]);
+                    q[p->ol[i]] = '\0';
+                    q += p->ol[i] + 1;
+                }
+                op->n_local = p->n_ours;
                 op->pending++;
                 op->local_next = NULL;
                 if (l->local_tail) l->local_tail->local_next = op;
@@ -1063,24 +1130,22 @@ static void group_fanout(rl_layer *l, rl_op *op, const redisReply *reply) {
             }
         }
     }
-    for (uint32_t sh = 0; touched && sh < l->n_shards; sh++)
+    for (uint32_t sh = 0; sh < l->n_shards; sh++)
         if (touched[sh]) rl_core_push(l, &l->shards[sh]);
-    cch__free(cn);
-    cch__free(cl);
     cch__free(touched);
-out:
-    cch__free(names);
-    cch__free(lens);
-    cch__free(bk);
-    cch__free(bucket_of);
-    cch__free(table);
 }
 
-/* The members of a group_send's group (and of those chained to it). */
+/* Whether plan p serves a group_send leaving out `exclude` too. */
+static bool plan_fits(const fanout_plan *p, const char *exclude) {
+    return p->shared && (exclude ? p->exclude && !strcmp(p->exclude, exclude) : !p->exclude);
+}
+
 static void cb_group_members(redisAsyncContext *ac, void *r, void *pd) {
     rl_layer *l = layer_of(ac);
     const redisReply *reply = r;
     bool ok = rl_reply_ok(l, reply, "group_send") && reply->type == REDIS_REPLY_ARRAY;
+    fanout_plan plan = {0};
+    bool planned = false;
     for (rl_op *op = pd, *next; op; op = next) {
         next = op->chain;
         op->chain = NULL;
@@ -1092,9 +1157,17 @@ static void cb_group_members(redisAsyncContext *ac, void *r, void *pd) {
                 op->flags |= RL_OPF_LOCAL_DONE;
             }
         }
-        if (ok && !l->stopping) group_fanout(l, op, reply);
+        if (ok && !l->stopping) {
+            if (!planned || !plan_fits(&plan, op->exclude)) {
+                plan_free(&plan);
+                plan_make(l, &plan, reply, op->exclude);
+                planned = true;
+            }
+            fanout_emit(l, op, &plan);
+        }
         rl_op_reply(l, op);
     }
+    plan_free(&plan);
 }
 
 static void cb_members(redisAsyncContext *ac, void *r, void *pd) {

@@ -32,6 +32,7 @@
 #include <uthash.h>
 
 #include "cchannels/layer_impl.h"
+#include "memory_internal.h"
 #include "cchannels/redis_layer.h"
 
 #define RL_RANDOM_PREFIX 12        /* bytes before the msgpack map */
@@ -311,6 +312,7 @@ struct rl_layer {
         uint64_t gen;               /* owned_gen when it was checked */
         size_t n;
         char *data;                 /* per name: its length (a byte), its bytes */
+        cch__mem_handles h;         /* their channels in the in-memory layer */
     } lists[4];
     unsigned list_next;
     uint64_t owned_gen;             /* counts releases of our channels (lock) */

@@ -463,7 +463,10 @@ void rl_free_all(rl_layer *l) {
     names_free(&l->qkeys);
     names_free(&l->groups);
     names_free(&l->fetching);
-    for (size_t i = 0; i < sizeof l->lists / sizeof l->lists[0]; i++) cch__free(l->lists[i].data);
+    for (size_t i = 0; i < sizeof l->lists / sizeof l->lists[0]; i++) {
+        cch__free(l->lists[i].data);
+        cch__mem_handles_free(&l->lists[i].h);
+    }
     cch_layer_unref(l->local);
     while (l->receivers) { /* receivers never freed: freed with the in-memory layer */
         rl_wake *w = l->receivers;
