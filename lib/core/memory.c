@@ -637,6 +637,25 @@ static int mem_release_channel(cch_layer *base, const char *channel) {
     return rc;
 }
 
+/* Queues m on ch (expiring at exp), dropping ch's expired messages first if it is
+ * full: 0, CCH_ECHANFULL or CCH_ENOMEM (nothing queued; the caller counts and frees).
+ * Takes no reference. Sets *wake when ch's receiver must be woken (lock held). */
+static int chan_push(mem_layer *l, mem_channel *ch, cch_msg *m, uint64_t now, uint64_t exp,
+                     cch_msg **fl, bool *wake) {
+    *wake = false;
+    if (ch->count >= l->capacity) {
+        chan_purge(l, ch, now, fl);
+        if (ch->count >= l->capacity) return CCH_ECHANFULL;
+    }
+    if (ch->count == ch->size && ring_grow(l, ch) != 0) return CCH_ENOMEM;
+    ch->ring[(ch->head + ch->count) & (ch->size - 1)] = (mem_entry){m, exp};
+    ch->count++;
+    if ((ch->count == l->high_water + 1 || ch->count == l->capacity) && ch->recv)
+        hot_update(l, ch, ch->count - 1, ch->count);
+    *wake = ch->recv && !ch->in_ready && ready_push(ch->recv, ch) && ch->recv->wakeup;
+    return 0;
+}
+
 static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
     mem_layer *l = ML(base);
     size_t len = strlen(channel);
@@ -652,29 +671,16 @@ static int mem_send(cch_layer *base, const char *channel, const cch_msg *m) {
         rc = CCH_ENOMEM;
         goto out;
     }
-    if (ch->count >= l->capacity) {
-        chan_purge(l, ch, now, &fl);
-        if (ch->count >= l->capacity) {
-            l->st.full++;
-            rc = CCH_ECHANFULL;
-            goto out;
-        }
-    }
-    if (ch->count == ch->size && ring_grow(l, ch) != 0) {
+    bool woke;
+    rc = chan_push(l, ch, (cch_msg *)m, now, add_sat(now, l->expiry_ms), &fl, &woke);
+    if (rc == CCH_ECHANFULL) {
+        l->st.full++;
+    } else if (rc < 0) {
         chan_maybe_free(l, ch);
-        rc = CCH_ENOMEM;
-        goto out;
-    }
-    ch->ring[(ch->head + ch->count) & (ch->size - 1)] =
-        (mem_entry){(cch_msg *)m, add_sat(now, l->expiry_ms)};
-    ch->count++;
-    cch__msg_ref_n(m, 1);
-    l->st.sent++;
-    if ((ch->count == l->high_water + 1 || ch->count == l->capacity) && ch->recv)
-        hot_update(l, ch, ch->count - 1, ch->count);
-    if (ch->recv && !ch->in_ready && ready_push(ch->recv, ch)) {
-        w.fn = ch->recv->wakeup;
-        w.ud = ch->recv->ud;
+    } else {
+        cch__msg_ref_n(m, 1);
+        l->st.sent++;
+        if (woke) w = (wake){ch->recv->wakeup, ch->recv->ud};
     }
 out:
     if (l->calm_pending) ncalm = calm_collect(l, NULL, stack, &calm); /* an expiry */
@@ -988,19 +994,6 @@ static void mem_destroy(cch_layer *base) {
 
 /* Queues m on ch (lock held): 0, CCH_ECHANFULL or CCH_ENOMEM; true in *wake when
  * ch's receiver is to be woken. The caller takes the message references. */
-static int many_push(mem_layer *l, mem_channel *ch, cch_msg *m, uint64_t now, uint64_t exp,
-                     cch_msg **fl, bool *wake) {
-    if (ch->count >= l->capacity) {
-        chan_purge(l, ch, now, fl);
-        if (ch->count >= l->capacity) return CCH_ECHANFULL;
-    }
-    if (ch->count == ch->size && ring_grow(l, ch) != 0) return CCH_ENOMEM;
-    ch->ring[(ch->head + ch->count) & (ch->size - 1)] = (mem_entry){m, exp};
-    ch->count++;
-    *wake = ch->recv && !ch->in_ready && ready_push(ch->recv, ch) && ch->recv->wakeup;
-    return 0;
-}
-
 int cch__memory_send_many(cch_layer *base, const cch_msg *m, const char *const *names,
                           const size_t *lens, size_t n, cch__mem_handles *cache, int *rcs) {
     mem_layer *l = ML(base);
@@ -1039,7 +1032,7 @@ int cch__memory_send_many(cch_layer *base, const cch_msg *m, const char *const *
         }
         if (cache && !cached) cache->ch[i] = ch;
         bool woke = false;
-        int rc = rcs[i] = many_push(l, ch, (cch_msg *)m, now, exp, &fl, &woke);
+        int rc = rcs[i] = chan_push(l, ch, (cch_msg *)m, now, exp, &fl, &woke);
         if (rc == CCH_ECHANFULL) {
             full++;
         } else if (rc < 0) {
@@ -1057,9 +1050,12 @@ int cch__memory_send_many(cch_layer *base, const cch_msg *m, const char *const *
     cch__msg_ref_n(m, added); /* before unlocking: pollers may drop theirs at once */
     l->st.sent += added;
     l->st.full += full; /* those out of memory are the caller's to count, as with send */
+    wake calm_stack[WAKE_STACK], *calm = calm_stack;
+    size_t ncalm = l->calm_pending ? calm_collect(l, NULL, calm_stack, &calm) : 0; /* expiry */
     pthread_mutex_unlock(&l->lock);
     for (size_t i = 0; i < nwake; i++) wakes[i].fn(wakes[i].ud);
     if (wakes != stack_wakes) cch__free(wakes);
+    wakes_run(calm, ncalm, calm_stack);
     cch__msg_free_list(fl);
     return oom ? CCH_ENOMEM : 0;
 }
