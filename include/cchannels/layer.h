@@ -165,7 +165,10 @@ int cch_layer_group_members(cch_layer *l, const char *group, cch_members_fn cb, 
  * host that paused resumes even when nothing else is pending for it.
  * It is a hint: one atomic load, no lock, possibly stale by the time the caller acts
  * on it; a receiver that is never polled keeps it set until its channel is full, so
- * a host must bound its pauses. Thread-safe. false for NULL and for layers that do not track it. */
+ * a host must bound its pauses. Nothing is lost as long as what the senders can
+ * still have in flight when the pause starts fits between the mark and the capacity
+ * (with the memory layer's default capacity of 100: 50 messages per channel).
+ * Thread-safe. false for NULL and for layers that do not track it. */
 bool cch_layer_congested(cch_layer *l);
 
 /* Copies the layer's counters into *out. */

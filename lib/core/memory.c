@@ -992,8 +992,6 @@ static void mem_destroy(cch_layer *base) {
 
 /* ---- one message to many channels (memory_internal.h) ------------------------------- */
 
-/* Queues m on ch (lock held): 0, CCH_ECHANFULL or CCH_ENOMEM; true in *wake when
- * ch's receiver is to be woken. The caller takes the message references. */
 int cch__memory_send_many(cch_layer *base, const cch_msg *m, const char *const *names,
                           const size_t *lens, size_t n, cch__mem_handles *cache, int *rcs) {
     mem_layer *l = ML(base);

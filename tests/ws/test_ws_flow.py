@@ -2,7 +2,7 @@
 
 Runs tests/ws_loops_server.c (argv[1]) with 2 loops over a memory layer of the
 default capacity (100 messages per channel). Loop 1's members are made slow
-(--slow-loop 1 --slow-us 10: each room message costs them 10 us more), so without flow control the
+(--slow-loop 1 --slow-us 50: each room message costs them 50 us more), so without flow control the
 senders, whose own echoes come back from whichever loop holds them, would outrun
 loop 1 and its members' channels would fill up: the layer would skip them (counted
 as `full`, the clients would miss messages). Checked: every client gets every
@@ -118,11 +118,14 @@ def flood(clients, senders, per_sender, window=16, timeout=120.0):
 
 class Flood(wsclient.unittest.TestCase):
     def test_slow_loop_loses_nothing(self):
-        server = Server("--loops", 2, "--capacity", 100, "--slow-loop", 1, "--slow-us", 10)
+        # Lossless by construction: the pause starts when a channel passes half its
+        # capacity (50), and what the senders can still have in flight then (4 x 8)
+        # fits in the other half. Loop 1 is slow enough to fall behind every time.
+        server = Server("--loops", 2, "--capacity", 100, "--slow-loop", 1, "--slow-us", 50)
         clients = join(server.port, "flood", 20)
         self.assertEqual({loop for _, loop in clients}, {0, 1})
         senders = [0, 1, 2, 3]                      # two on each loop
-        got = flood(clients, senders, 300)
+        got = flood(clients, senders, 300, window=8)
         for g in got:                               # all of them, in each sender's order
             for s in senders:
                 self.assertEqual(g[s], list(range(300)))
