@@ -231,7 +231,8 @@ def table(res):
                 LABELS[kind], c["clients"], c["senders"], fmt_rate(c["deliveries_per_s"]),
                 fmt_us(c["p50_us"]), fmt_us(c["p99_us"]),
                 "n/a" if cpu is None else "%.4f" % cpu,
-                "n/a" if rss is None else "%.1f KiB (%d idle)" % (rss / 1024, idle["clients"]),
+                "n/a" if rss is None else ("%.0f B" % rss if rss < 2048 else "%.1f KiB" %
+                                           (rss / 1024)) + " (%d idle)" % idle["clients"],
                 raw.get("errors", "n/a"),
                 "%.2f" % raw["other_busy_cpus"] if "other_busy_cpus" in raw else "n/a"))
     return "\n".join(out)
