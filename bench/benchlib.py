@@ -1,8 +1,9 @@
 """bench/benchlib.py - what the benchmark scripts share: a log line on stderr, a free
-loopback port, and the example chat server (examples/chat) started on one.
+loopback port, stopping a child, and the example chat server (examples/chat) started
+on a port.
 
-Imported by bench/run_ws_bench.py and bench/run_loops_bench.py (both put bench/ on
-sys.path: run as scripts, it is their own directory).
+Imported by bench/run_ws_bench.py, bench/run_loops_bench.py and bench/compare.py (each
+puts bench/ on sys.path: run as a script, it is its own directory).
 """
 import signal
 import socket
@@ -19,6 +20,17 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_process(proc, grace=10):
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for it either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class ChatServer:
@@ -44,13 +56,7 @@ class ChatServer:
         raise RuntimeError("the chat server did not start")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         err = self.proc.stderr.read().decode(errors="replace")
         self.proc.stderr.close()
         return err

@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +54,7 @@ SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "tests", "redis"))
 from redisutil import RedisServer  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, log  # noqa: E402
+from benchlib import free_port, log, stop_process  # noqa: E402
 
 SERVERS = ["cchannels-memory", "cchannels-redis", "django-memory", "django-redis",
            "epoll-room"]
@@ -113,13 +112,7 @@ class Proc:
         raise RuntimeError("%s did not start listening" % argv[0])
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 class Setup:

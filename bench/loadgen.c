@@ -33,7 +33,8 @@
  * before connect), so more than 60 000 connections fit; --threads spreads the
  * clients over several loops.
  *
- * Needs only libc and pthreads. Exit status 0; 1 when any error was seen (a failed
+ * Needs only libc and pthreads (and the library's SHA-1, lib/ws/sha1.c, compiled in
+ * to check accept keys). Exit status 0; 1 when any error was seen (a failed
  * connection or handshake, a close or EOF from the server, a protocol error, a
  * missing, reordered or lost message); 2 for a usage error. --help lists options. */
 #include <arpa/inet.h>
@@ -60,6 +61,8 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "sha1.h" /* lib/ws/sha1.c, compiled in */
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -171,71 +174,6 @@ static char *put_u64(char *p, uint64_t v)
 
 /* ---- SHA-1 and base64, for the handshake ------------------------------------------ */
 
-static inline uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
-
-static void sha1_block(uint32_t h[5], const uint8_t *p)
-{
-    uint32_t w[80];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 80; i++)
-        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) {
-            f = (b & c) | (~b & d);
-            k = 0x5A827999u;
-        } else if (i < 40) {
-            f = b ^ c ^ d;
-            k = 0x6ED9EBA1u;
-        } else if (i < 60) {
-            f = (b & c) | (b & d) | (c & d);
-            k = 0x8F1BBCDCu;
-        } else {
-            f = b ^ c ^ d;
-            k = 0xCA62C1D6u;
-        }
-        uint32_t t = rol32(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol32(b, 30);
-        b = a;
-        a = t;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-}
-
-static void sha1(const void *data, size_t len, uint8_t out[20])
-{
-    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
-    const uint8_t *p = data;
-    size_t n = len;
-    for (; n >= 64; p += 64, n -= 64)
-        sha1_block(h, p);
-    uint8_t last[128] = {0};
-    memcpy(last, p, n);
-    last[n] = 0x80;
-    size_t total = n + 9 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++)
-        last[total - 1 - (size_t)i] = (uint8_t)(bits >> (8 * i));
-    sha1_block(h, last);
-    if (total == 128)
-        sha1_block(h, last + 64);
-    for (int i = 0; i < 5; i++) {
-        out[4 * i] = (uint8_t)(h[i] >> 24);
-        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
-        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
-        out[4 * i + 3] = (uint8_t)h[i];
-    }
-}
-
 static void base64(const uint8_t *in, size_t n, char *out)
 {
     static const char tbl[] =
@@ -273,7 +211,7 @@ static void accept_value(const char *key, char out[29])
     memcpy(buf, key, k);
     memcpy(buf + k, guid, sizeof guid - 1);
     uint8_t digest[20];
-    sha1(buf, k + sizeof guid - 1, digest);
+    ws_sha1(buf, k + sizeof guid - 1, digest);
     base64(digest, 20, out);
 }
 

@@ -5,7 +5,7 @@
  * pages (even its low-level SHA1_* functions, faulted in 64 KiB at a time) cost about
  * 190 KiB of resident memory once the first client connects. Not constant-time, not
  * for secrets: the accept key is public. */
-#include "ws_internal.h"
+#include "sha1.h"
 
 #include <string.h>
 

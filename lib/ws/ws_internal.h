@@ -17,6 +17,7 @@
 
 #include "cchannels/app.h"
 #include "cchannels/ws.h"
+#include "sha1.h"
 #include "slab.h"
 
 typedef struct cch_ws_server ws_server;
@@ -263,9 +264,6 @@ const char *ws_http_reason(int status);
 /* Sec-WebSocket-Accept for `key` (len bytes) into out[29]. Returns 0 or CCH_EINVAL (a
  * key over 92 bytes). */
 int ws_accept_key(const char *key, size_t len, char out[29]);
-/* ---- sha1.c ---------------------------------------------------------------------- */
-/* The SHA-1 digest of len bytes into out[20]. */
-void ws_sha1(const void *data, size_t len, uint8_t out[20]);
 /* Whether `key` is a valid Sec-WebSocket-Key: base64 of exactly 16 bytes. */
 bool ws_key_valid(const char *key, size_t len);
 /* Whether a comma-separated header value holds `token` (case-insensitive). */
