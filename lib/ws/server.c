@@ -56,7 +56,7 @@ void ws_conn_peer(ws_conn *c, char *buf, size_t cap)
 
 /* ---- the dirty list and the prepare phase -------------------------------------- */
 
-void ws_mark_dirty(ws_conn *c)
+void ws_mark_dirty_slow(ws_conn *c)
 {
     ws_server *s = c->srv;
     if ((c->flags & WS_F_DIRTY) || c->state == WS_DEAD)

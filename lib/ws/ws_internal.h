@@ -176,7 +176,12 @@ void ws_log(ws_server *s, int level, const char *fmt, ...)
 /* "ip:port" of the peer into buf (for logs). */
 void ws_conn_peer(ws_conn *c, char *buf, size_t cap);
 /* Queues c for the prepare phase (flush and pending input). Never fails. */
-void ws_mark_dirty(ws_conn *c);
+void ws_mark_dirty_slow(ws_conn *c);
+static inline void ws_mark_dirty(ws_conn *c)
+{
+    if (!(c->flags & WS_F_DIRTY)) /* already listed: the common case, one test */
+        ws_mark_dirty_slow(c);
+}
 /* libuv read callbacks: every read lands in the server's one read buffer. */
 void ws_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 void ws_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
