@@ -2,7 +2,9 @@
 """bench/compare.py - one chat-room workload against every server of issue 5.
 
 Drives the same room workload with bench/loadgen (N clients in one room, S senders,
-16 messages in flight each) against, one after the other, each with fresh processes:
+16 messages in flight each) against each of these, cell by cell (every server runs a
+cell before the next cell starts, so that the machine's drift stays out of the ratios),
+with fresh processes for every run:
 
   cchannels-memory   examples/cchannels-chat, in-memory layer
   cchannels-redis    two cchannels-chat processes on one redis-server (started here, on
@@ -299,7 +301,8 @@ def half_table(res):
     out = ["| server | clients | senders | offered (half the peak) | deliveries/s | p50 | p99 "
            "| server CPU s / 1 000 deliveries | loadgen errors |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for c in res.get("half", []):
+    order = {k: i for i, k in enumerate(res["servers"])}
+    for c in sorted(res.get("half", []), key=lambda c: (order[c["server"]], c["senders"])):
         cpu = c["server_cpu_s_per_1000"]
         out.append("| %s | %d | %d | %s/s (%.0f msg/s per sender) | %s | %s | %s | %s | %s |" % (
             LABELS[c["server"]], c["clients"], c["senders"], fmt_rate(c["offered"]),
@@ -387,17 +390,21 @@ def main():
         finally:
             st.stop()
 
-    for kind in servers:
-        for n in clients:
-            for s in senders:
+    # Cell by cell, every server in turn: the servers of one cell run minutes apart at
+    # most, so that the machine's drift (20-30% over an hour on a VM) stays out of the
+    # ratios between them.
+    for n in clients:
+        for s in senders:
+            for kind in servers:
                 log("compare: %s, %d clients, %d sender(s)" % (kind, n, s))
                 r = run(kind, n, s)
                 c = dict(cell(r), server=kind, clients=n, senders=s, raw=r)
                 if c.get("error"):
                     log("compare:   n/a: %s" % c["error"])
                 res["cells"].append(c)
-        n = max(clients)
-        for s in senders if not a.no_half else []:
+    n = max(clients)
+    for s in senders if not a.no_half else []:
+        for kind in servers:
             peak = next((c["deliveries_per_s"] for c in res["cells"] if c["server"] == kind
                          and c["clients"] == n and c["senders"] == s), None)
             if not peak:
@@ -408,6 +415,7 @@ def main():
             r = run(kind, n, s, rate=rate)
             res["half"].append(dict(cell(r), server=kind, clients=n, senders=s,
                                     offered=peak / 2, rate_per_sender=rate, raw=r))
+    for kind in servers:
         log("compare: %s, %d idle clients" % (kind, n))
         r = run(kind, n, 0, inflight=1, warmup=0, duration=0.5)
         ok = not r.get("error") and "server_rss_per_conn_bytes" in r
