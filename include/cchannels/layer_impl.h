@@ -42,7 +42,7 @@ typedef struct cch_layer_ops {
     void (*destroy)(cch_layer *l);
     /* Optional (NULL: never congested; last, so that tables written before it stay
      * valid): cch_layer_congested. Must be cheap and must not lock: a busy host calls
-     * it after every read. */
+     * it before every read. */
     bool (*congested)(cch_layer *l);
 } cch_layer_ops;
 

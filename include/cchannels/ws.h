@@ -44,8 +44,8 @@
  * close codes, control frames longer than 125 bytes) or 1007 (invalid UTF-8 in a text
  * message or a close reason, also when split across fragments).
  *
- * Flow control: after reading an open connection the server asks the layer whether
- * it is congested (cch_layer_congested: a receiver, say another loop of
+ * Flow control: before each read of an open connection the server asks the layer
+ * whether it is congested (cch_layer_congested: a receiver, say another loop of
  * cch_ws_run_loops, has fallen behind) and if so stops reading that connection until
  * the layer calms down, at most 100 ms (counted in reads_paused and pause_timeouts;
  * after a pause that ran out, no more pauses until the layer is seen calm). So
