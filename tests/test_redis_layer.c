@@ -803,6 +803,53 @@ static void test_restart(void **state) {
 
 /* ---- the pub/sub format ---------------------------------------------------------------------------------- */
 
+/* Pub/sub keeps nothing for a subscriber that is not there yet: a group_send made
+ * right after a group_add is published only once the group's SUBSCRIBE is confirmed,
+ * so that whoever sees the message (and answers it at once, as a Django consumer
+ * answers a join notice) reaches us. Checked where it shows: when a listener gets our
+ * publication, Redis already counts our subscription. */
+static void test_pubsub_publishes_after_subscribing(void **state) {
+    (void)state;
+    SKIP_WITHOUT_REDIS();
+    char url[80];
+    snprintf(url, sizeof url, "redis+pubsub://127.0.0.1:%d", srv[0].port);
+    redisContext *listen = fx_raw(&srv[0]);
+    for (int round = 0; round < 20; round++) {
+        char group[16], chan[40];
+        snprintf(group, sizeof group, "order%d", round);
+        snprintf(chan, sizeof chan, "asgi__group__%s", group);
+        freeReplyObject(raw(listen, "SUBSCRIBE %s", chan));
+        cch_layer *a = NULL;
+        assert_int_equal(cch_redis_layer_new_url(url, &a), 0);
+        synced(a);
+        fx_recv w;
+        fx_recv_init(&w, a);
+        char ca[CCH_NAME_BUF];
+        assert_int_equal(cch_layer_new_channel(a, NULL, w.r, NULL, ca, sizeof ca), 0);
+        cch_msg *m = msg("chat_message", "{\"message\":\"joined\"}");
+        assert_int_equal(cch_layer_group_add(a, group, ca), 0);
+        assert_int_equal(cch_layer_group_send(a, group, m, NULL, NULL), 0); /* no wait */
+        cch_msg_unref(m);
+        redisReply *pub = NULL;
+        assert_int_equal(redisGetReply(listen, (void **)&pub), REDIS_OK);
+        assert_int_equal(pub->type, REDIS_REPLY_ARRAY);
+        assert_string_equal(pub->element[0]->str, "message");
+        freeReplyObject(pub);
+        redisContext *c = fx_raw(&srv[0]);
+        redisReply *r = raw(c, "PUBSUB NUMSUB %s", chan);
+        assert_int_equal(r->element[1]->integer, 2); /* the listener and us */
+        freeReplyObject(r);
+        redisFree(c);
+        freeReplyObject(raw(listen, "UNSUBSCRIBE %s", chan));
+        cch_delivery d[1];
+        assert_int_equal(fx_collect(&w, d, 1, FX_WAIT_MS), 1); /* our own member too */
+        fx_drop(d, 1);
+        fx_recv_free(&w);
+        cch_layer_unref(a);
+    }
+    redisFree(listen);
+}
+
 static void test_pubsub(void **state) {
     (void)state;
     SKIP_WITHOUT_REDIS();
@@ -927,6 +974,7 @@ int main(void) {
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_restart),
         cmocka_unit_test(test_pubsub),
+        cmocka_unit_test(test_pubsub_publishes_after_subscribing),
         cmocka_unit_test(test_auth_and_db),
     };
     const struct CMUnitTest two[] = {

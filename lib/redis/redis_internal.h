@@ -325,6 +325,7 @@ struct rl_layer {
     struct rl_wake *wakes;          /* receivers to wake at the batch's end (lock) */
     struct rl_wake *receivers;      /* every receiver's wrapper (lock) */
     struct rl_echo *echoes, *echo_tail; /* pubsub: our group_sends' echoes to drop */
+    rl_op *pub_wait, *pub_wait_tail;    /* pubsub: publishes waiting for our SUBSCRIBEs */
     size_t n_echoes;
     atomic_uint_fast64_t last_us;
     atomic_bool io_running;
@@ -437,5 +438,6 @@ void rl_core_cleanup(rl_layer *l);                    /* at stop: drops the outb
 void rl_pubsub_dispatch(rl_layer *l, rl_op *op);
 void rl_pubsub_sub_up(rl_layer *l, rl_shard *s);      /* subscriber connection up */
 void rl_pubsub_cleanup(rl_layer *l);                  /* at stop: frees its state */
+void rl_pubsub_subs_settled(rl_layer *l);             /* subscriber confirmations in or gone */
 
 #endif

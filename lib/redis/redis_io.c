@@ -274,6 +274,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status) {
         s->sub_pending = 0;
         s->pop_subscribed = false;
         atomic_store(&s->pop_ready, false);
+        if (l->pubsub && !l->stopping) rl_pubsub_subs_settled(l); /* none pending now */
         cch__free(s->drain_key);
         s->drain_key = NULL;
     } else {

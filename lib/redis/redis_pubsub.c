@@ -80,7 +80,38 @@ static bool echo_take(rl_layer *l, const char *group, uint64_t h) {
     return false;
 }
 
+/* Publishes wait while a SUBSCRIBE of ours is unconfirmed, so that whoever sees a
+ * message we publish after a group_add (the chat's join notice, say) can count on our
+ * subscription: channels_redis's group_add returns only once subscribed, and a Django
+ * consumer answering our notice at once must reach us (pub/sub keeps nothing for a
+ * subscriber that is not there yet). The wait ends with the confirmations, or when the
+ * subscriber connection drops (nothing is pending then). */
+static bool subs_settling(const rl_layer *l) {
+    for (uint32_t i = 0; i < l->n_shards; i++)
+        if (l->shards[i].sub_pending) return true;
+    return false;
+}
+
+void rl_pubsub_subs_settled(rl_layer *l) {
+    if (subs_settling(l)) return;
+    rl_op *op = l->pub_wait;
+    l->pub_wait = l->pub_wait_tail = NULL;
+    while (op) { /* in order; none can wait again: nothing is pending now */
+        rl_op *next = op->next;
+        op->next = NULL;
+        rl_pubsub_dispatch(l, op);
+        op = next;
+    }
+}
+
 void rl_pubsub_cleanup(rl_layer *l) {
+    while (l->pub_wait) { /* stopping: what waited is not sent */
+        rl_op *op = l->pub_wait;
+        l->pub_wait = op->next;
+        RL_COUNT(l, dropped, 1);
+        rl_op_done(l, op);
+    }
+    l->pub_wait_tail = NULL;
     while (l->echoes) {
         rl_echo *e = l->echoes;
         l->echoes = e->next;
@@ -169,6 +200,7 @@ static void cb_sub(redisAsyncContext *ac, void *r, void *pd) {
                !strcmp(kind, "unsubscribe") || !strcmp(kind, "punsubscribe")) {
         if (s->sub_pending) s->sub_pending--;
         set_ready(l, s);
+        if (!s->sub_pending && l->pub_wait) rl_pubsub_subs_settled(l);
     }
 }
 
@@ -241,6 +273,13 @@ void rl_pubsub_dispatch(rl_layer *l, rl_op *op) {
     switch (op->kind) {
     case RL_OP_SEND:
     case RL_OP_GROUP_SEND: {
+        if (l->pub_wait || subs_settling(l)) { /* after our SUBSCRIBEs, in order */
+            op->next = NULL;
+            if (l->pub_wait_tail) l->pub_wait_tail->next = op;
+            else l->pub_wait = op;
+            l->pub_wait_tail = op;
+            return;
+        }
         const char *chan = op->channel;
         size_t clen;
         if (op->kind == RL_OP_GROUP_SEND) {
