@@ -10,8 +10,8 @@ with fresh processes for every run:
   cchannels-redis    two cchannels-chat processes on one redis-server (started here, on
                      a free port); the clients are split between them (loadgen --ports)
   django-memory      Django Channels: `/usr/bin/python3 -m daphne`, the tutorial's
-                     ChatConsumer (tests/redis/django_chat), InMemoryChannelLayer
-                     (bench/django_chat/settings.py)
+                     ChatConsumer and settings (tests/redis/django_chat, LAYER=memory),
+                     InMemoryChannelLayer
   django-redis       the same with channels_redis (RedisChannelLayer), one daphne
   epoll-room         bench/epoll_room: the plain-C epoll room, the machine's limit
 
@@ -124,9 +124,7 @@ class Setup:
         self.procs, self.redis = [], None
         django_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
                           DJANGO_SETTINGS_MODULE="settings",
-                          PYTHONPATH=os.pathsep.join([
-                              os.path.join(SRC, "bench", "django_chat"),
-                              os.path.join(SRC, "tests", "redis", "django_chat")]))
+                          PYTHONPATH=os.path.join(SRC, "tests", "redis", "django_chat"))
         daphne = ["/usr/bin/python3", "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}",
                   "asgi:application"]
         chat = [exe["chat"], "--host", "127.0.0.1", "--port", "{port}", "--log-level", "error"]
@@ -141,7 +139,7 @@ class Setup:
                 self.procs.append(Proc(daphne, dict(django_env, LAYER="memory")))
             elif kind == "django-redis":
                 self.redis = RedisServer()
-                self.procs.append(Proc(daphne, dict(django_env, LAYER="redis",
+                self.procs.append(Proc(daphne, dict(django_env, LAYER="core",
                                                     REDIS_URL=self.redis.url)))
             elif kind == "epoll-room":
                 self.procs.append(Proc([exe["epoll"], "--host", "127.0.0.1", "--port", "{port}"]))

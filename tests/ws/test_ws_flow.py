@@ -24,18 +24,12 @@ import struct
 import time
 
 import wsclient
-from wsclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, WS, Server
+from wsclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Server
 
 
 def join(port, room, n):
     """n clients joining `room`; returns [(ws, loop)] (the loops alternate)."""
-    out = []
-    for _ in range(n):
-        ws = WS.connect(port, "/ws/room/%s/" % room)
-        op, data = ws.recv_message()
-        assert op == OP_TEXT, op
-        out.append((ws, json.loads(data)["loop"]))
-    return out
+    return [(ws, h["loop"]) for ws, h in wsclient.join_room(port, room, n)]
 
 
 def frames(buf):

@@ -29,14 +29,7 @@ from wsclient import OP_CLOSE, OP_TEXT, WS, Server
 
 def join(port, room, n):
     """n clients joining `room` one after the other; returns [(ws, loop, channel)]."""
-    out = []
-    for _ in range(n):
-        ws = WS.connect(port, "/ws/room/%s/" % room)
-        op, data = ws.recv_message()
-        assert op == OP_TEXT, op
-        hello = json.loads(data)
-        out.append((ws, hello["loop"], hello["channel"]))
-    return out
+    return [(ws, h["loop"], h["channel"]) for ws, h in wsclient.join_room(port, room, n)]
 
 
 def recv_json(ws):

@@ -331,6 +331,19 @@ class WS:
             return False
 
 
+def join_room(port, room, n):
+    """n clients joining /ws/room/ROOM/ of the room servers (tests/ws_echo_server,
+    tests/ws_loops_server) one after the other; returns [(ws, hello)], hello being the
+    parsed greeting each got first."""
+    out = []
+    for _ in range(n):
+        ws = WS.connect(port, "/ws/room/%s/" % room)
+        op, data = ws.recv_message()
+        assert op == OP_TEXT, op
+        out.append((ws, json.loads(data)))
+    return out
+
+
 def main():
     """Runs the calling test module; the server binary is argv[1]."""
     server_bin()
